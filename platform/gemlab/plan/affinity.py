@@ -1,26 +1,24 @@
 """GEM affinity matrices ``c_ij = cos(mean feature of dataset i, k-means++ anchor j)``.
 
-Every way a matrix enters the planner (features, .csv, .parquet, .npz, .npy) ends in
-:class:`CostMatrix`, which validates once, so solvers never meet NaNs, mismatched
-shapes or ambiguous names. Floats round-trip bit-for-bit through every format (the
-CSV uses Python's shortest exact ``repr``), so a saved matrix reproduces its plan.
+Every way a matrix enters the planner (features, .csv, .parquet, .npz, .npy) ends in :class:`CostMatrix`,
+which validates once, so solvers never meet NaNs, mismatched shapes or ambiguous names. Floats round-trip
+bit-for-bit through every format (the CSV uses Python's shortest exact ``repr``), so a saved matrix reproduces
+its plan.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gemlab.files import atomic_path
 from gemlab.plan.errors import PlanInputError
 
 KMEANS_N_INIT = 10  # fixed, so that the anchors depend only on (features, E, seed)
@@ -45,9 +43,9 @@ def _names(names: Iterable[object], count: int, field: str, axis: str) -> tuple[
 class CostMatrix:
     """Affinities (higher is better) of N named tasks to E named experts; read-only.
 
-    Raises :class:`PlanInputError` unless costs are a non-empty 2-D finite array and
-    the names match its shape and are unique non-empty strings: plans are reported
-    and joined with other files by name, so names must identify rows and columns.
+    Raises :class:`PlanInputError` unless costs are a non-empty 2-D finite array and the names match its shape
+    and are unique non-empty strings: plans are reported and joined with other files by name, so names must
+    identify rows and columns.
     """
 
     costs: np.ndarray  # (N, E) float64
@@ -86,10 +84,9 @@ def _features(array: np.ndarray, field: str, row_names: Sequence[str] = ()) -> n
 def expert_anchors(features: np.ndarray, num_experts: int, seed: int) -> np.ndarray:
     """(E, D) k-means++ centres of the (M, D) pool ``features``, sorted lexicographically.
 
-    Sorting (by first coordinate, then the next, ...) keeps expert numbering
-    independent of the order sklearn returns centres in. Raises :class:`PlanInputError`
-    if ``num_experts < 1``, the pool is empty, not 2-D or not finite, or it has fewer
-    distinct points than experts (k-means would return indistinguishable anchors).
+    Sorting (by first coordinate, then the next, ...) keeps expert numbering independent of the order sklearn
+    returns centres in. Raises :class:`PlanInputError` if ``num_experts < 1``, the pool is empty, not 2-D or
+    not finite, or it has fewer distinct points than experts (k-means would return indistinguishable anchors).
     """
     from sklearn.cluster import KMeans  # lazily: importing sklearn takes ~1.5 s and pulls in pandas, pyarrow
 
@@ -104,25 +101,23 @@ def expert_anchors(features: np.ndarray, num_experts: int, seed: int) -> np.ndar
     return centres[np.lexsort(centres.T[::-1])]
 
 
-def _unit_rows(array: np.ndarray, field: str) -> np.ndarray:
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    if not norms.all():
-        raise PlanInputError(f"{field}: row {np.flatnonzero(norms == 0)[0]} is the zero vector")
-    return array / norms
-
-
 def cosine_affinity(task_features: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """(N, E) cosine of each task feature (N, D) with each anchor (E, D), clipped to [-1, 1].
 
-    Clipped because rounding can push the cosine of parallel vectors just past 1.
-    Raises :class:`PlanInputError` for empty or non-finite inputs, different D, or a
-    zero row, whose cosine is undefined.
+    Clipped because rounding can push the cosine of parallel vectors just past 1. Raises
+    :class:`PlanInputError` for empty or non-finite inputs, different D, or a zero row, whose cosine is
+    undefined.
     """
     tasks, centres = _features(task_features, "task_features"), _features(anchors, "anchors")
     if tasks.shape[1] != centres.shape[1]:
         raise PlanInputError(f"anchors: D={centres.shape[1]}, task_features: D={tasks.shape[1]}")
-    cosines = _unit_rows(tasks, "task_features") @ _unit_rows(centres, "anchors").T
-    return np.clip(cosines, -1.0, 1.0)
+    unit = []
+    for field, array in (("task_features", tasks), ("anchors", centres)):
+        norms = np.linalg.norm(array, axis=1, keepdims=True)
+        if not norms.all():
+            raise PlanInputError(f"{field}: row {np.flatnonzero(norms == 0)[0]} has zero norm")
+        unit.append(array / norms)
+    return np.clip(unit[0] @ unit[1].T, -1.0, 1.0)
 
 
 def affinity_from_features(
@@ -135,14 +130,15 @@ def affinity_from_features(
 ) -> CostMatrix:
     """GEM costs: cosine of each dataset's (N, D) mean feature with k-means++ anchors.
 
-    Anchors are fitted on ``anchor_pool`` (default: the domain means, so each expert
-    starts at a cluster of similar datasets); experts default to ``expert0``, ...
-    Raises :class:`PlanInputError` as :func:`expert_anchors`, :func:`cosine_affinity`
-    and :class:`CostMatrix` do, naming the first non-finite task.
+    Anchors are fitted on ``anchor_pool`` (default: the domain means, so each expert starts at a cluster of
+    similar datasets); experts default to ``expert0``, ... Raises :class:`PlanInputError` as
+    :func:`expert_anchors`, :func:`cosine_affinity` and :class:`CostMatrix` do, naming the first non-finite
+    task.
     """
     task_names = tuple(task_names)
     means = _features(domain_means, "domain_means", task_names)
-    anchors = expert_anchors(means if anchor_pool is None else anchor_pool, num_experts, seed)
+    pool = means if anchor_pool is None else _features(anchor_pool, "anchor_pool")
+    anchors = expert_anchors(pool, num_experts, seed)
     experts = [f"expert{j}" for j in range(num_experts)] if expert_names is None else expert_names
     return CostMatrix(cosine_affinity(means, anchors), task_names, tuple(experts))
 
@@ -213,12 +209,8 @@ def _load_npz(path: Path) -> CostMatrix:
     return CostMatrix(_numeric(costs), tasks, experts)  # names: non-str dtypes are refused
 
 
-def _sidecar(path: Path) -> Path:
-    return Path(f"{path}.names.json")
-
-
 def _load_npy(path: Path) -> CostMatrix:
-    costs, sidecar = _numeric(np.load(path, allow_pickle=False)), _sidecar(path)
+    costs, sidecar = _numeric(np.load(path, allow_pickle=False)), Path(f"{path}.names.json")
     if not sidecar.exists():
         raise PlanInputError(
             f"a .npy file has no names; write {sidecar} as "
@@ -246,10 +238,9 @@ def _suffix(path: Path) -> str:
 def load_cost_matrix(path: str | Path) -> CostMatrix:
     """Read a named cost matrix; the suffix (.csv, .parquet, .npz, .npy) picks the format.
 
-    Raises :class:`PlanInputError` naming ``path`` for an unknown suffix, a file not
-    of its format, missing names (a nameless matrix could silently be matched with
-    the wrong datasets) or invalid content (see :class:`CostMatrix`), and
-    ``FileNotFoundError`` if there is no such file.
+    Raises :class:`PlanInputError` naming ``path`` for an unknown suffix, a file not of its format, missing
+    names (a nameless matrix could silently be matched with the wrong datasets) or invalid content (see
+    :class:`CostMatrix`), and ``FileNotFoundError`` if there is no such file.
     """
     path = Path(path)
     suffix = _suffix(path)
@@ -261,23 +252,10 @@ def load_cost_matrix(path: str | Path) -> CostMatrix:
         raise PlanInputError(f"{path}: not a readable {suffix} file: {err}") from err
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A temp path beside ``path``: renamed over it on success, removed on any error."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        yield Path(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def _save_csv(matrix: CostMatrix, path: Path) -> None:
     if all(map(_is_number, matrix.expert_names + matrix.task_names)):
         raise PlanInputError(f"{path}: all names look numeric, so it would read back nameless")
-    with _atomic(path) as temp, temp.open("w", newline="", encoding="utf-8") as stream:
+    with atomic_path(path) as temp, temp.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow([_TASK_COLUMN, *matrix.expert_names])
         for name, row in zip(matrix.task_names, matrix.costs.tolist(), strict=True):
@@ -290,19 +268,19 @@ def _save_parquet(matrix: CostMatrix, path: Path) -> None:
 
     arrays = [pa.array(matrix.task_names, pa.string()), *matrix.costs.T]
     table = pa.Table.from_arrays(arrays, names=[_TASK_COLUMN, *matrix.expert_names])
-    with _atomic(path) as temp:
+    with atomic_path(path) as temp:
         pq.write_table(table, temp)
 
 
 def _save_npz(matrix: CostMatrix, path: Path) -> None:
     tasks, experts = np.array(matrix.task_names), np.array(matrix.expert_names)  # unicode arrays
-    with _atomic(path) as temp, temp.open("wb") as stream:  # a stream: savez would add ".npz"
+    with atomic_path(path) as temp, temp.open("wb") as stream:  # a stream: savez would add ".npz"
         np.savez(stream, costs=matrix.costs, tasks=tasks, experts=experts)
 
 
 def _save_npy(matrix: CostMatrix, path: Path) -> None:
     names = json.dumps({"tasks": matrix.task_names, "experts": matrix.expert_names}, indent=1)
-    with _atomic(_sidecar(path)) as names_temp, _atomic(path) as temp:
+    with atomic_path(Path(f"{path}.names.json")) as names_temp, atomic_path(path) as temp:
         names_temp.write_text(names, encoding="utf-8")
         with temp.open("wb") as stream:  # a stream: np.save would add ".npy" to the name
             np.save(stream, matrix.costs)
@@ -314,10 +292,9 @@ _WRITERS = {".csv": _save_csv, ".parquet": _save_parquet, ".npz": _save_npz, ".n
 def save_cost_matrix(matrix: CostMatrix, path: str | Path) -> None:
     """Write ``matrix`` in the format its suffix names (``.npy`` adds ``<path>.names.json``).
 
-    Atomic: each file goes to a temp file in the same folder, then is renamed over
-    the target, so readers never see half a matrix and a failed save leaves any old
-    file intact. Raises :class:`PlanInputError` for an unsupported suffix or, for
-    ``.csv``, names that would all read back as numbers (a nameless matrix).
+    Atomic: each file goes to a temp file in the same folder, then is renamed over the target, so readers
+    never see half a matrix and a failed save leaves any old file intact. Raises :class:`PlanInputError` for
+    an unsupported suffix or, for ``.csv``, names that would all read back as numbers (a nameless matrix).
     """
     path = Path(path)
     _WRITERS[_suffix(path)](matrix, path)

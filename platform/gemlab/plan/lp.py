@@ -10,10 +10,10 @@ variable), never one Python call per variable.
 
 For large class-level problems (thousands of tasks) almost every task ends up
 on one of its few best experts, so the solver is run by *column generation*:
-a restricted LP over each task's top candidates, priced with the duals
+a restricted LP over each task's best expert, priced with the duals
 ``u_i`` (task rows) and ``v_j`` (expert rows) that HiGHS returns; a missing
 column (i, j) could improve the LP only if its reduced cost
-``c_ij - u_i - w_i v_j`` is positive. Such columns are added (HiGHS keeps its
+``c_ij - u_i - w_i v_j`` is positive. Each task's best such column is added (HiGHS keeps its
 basis and warm-starts) until none is left; the duals then certify that the
 restricted optimum is the optimum of the full LP. To keep every restricted LP
 feasible without a phase-1 heuristic, each task has an artificial "unplaced"
@@ -40,8 +40,9 @@ LPMethod = Literal["auto", "full", "column_generation"]
 # Below this many variables the whole LP is solved at once: the pricing loop
 # costs more than it saves on small problems (12x8 solves in ~1 ms).
 _FULL_LP_MAX_VARIABLES = 512
-# Candidates per task in the first restricted LP.
-_INITIAL_CANDIDATES = 2
+# Candidates per task in the first restricted LP: its best expert. Artificial
+# columns keep that LP feasible; pricing adds the rest.
+_INITIAL_CANDIDATES = 1
 # A column enters when its reduced cost exceeds this (HiGHS's default dual
 # feasibility tolerance is 1e-7; pricing is deliberately a bit stricter).
 _PRICING_TOLERANCE = 1e-9
@@ -172,7 +173,11 @@ def _solve_by_pricing(problem: AssignmentProblem, start: float) -> LPSolution:
         duals = np.asarray(highs.getSolution().row_dual)
         reduced = costs - duals[:n_tasks, None] - problem.loads[:, None] * duals[None, n_tasks:]
         reduced[in_model] = -np.inf
-        new_rows, new_cols = np.nonzero(reduced > _PRICING_TOLERANCE)
+        # Only each task's most attractive column enters: adding every positive
+        # one floods the LP with columns that the next duals no longer want.
+        best = np.argmax(reduced, axis=1)
+        new_rows = np.flatnonzero(reduced[np.arange(n_tasks), best] > _PRICING_TOLERANCE)
+        new_cols = best[new_rows]
         if len(new_rows) == 0:
             break
         in_model[new_rows, new_cols] = True

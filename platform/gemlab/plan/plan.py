@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from gemlab.files import write_text_atomically
 from gemlab.plan.errors import PlanInputError
-from gemlab.plan.problem import AssignmentProblem, CapacityMode
+from gemlab.plan.problem import AssignmentProblem, CapacityMode, read_only
 
 SCHEMA_VERSION = 1
 _EXPLAIN_MAX_TASKS = 40  # the per-task table is printed only for plans this small
 _EXPLAIN_NAMES_PER_EXPERT = 6
-
-
-def _read_only(array, dtype) -> np.ndarray:
-    array = np.array(array, dtype=dtype, copy=True)
-    array.flags.writeable = False
-    return array
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,14 +50,14 @@ class Plan:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "assignment", _read_only(self.assignment, np.int64))
-        set_(self, "costs", _read_only(self.costs, np.float64))
-        set_(self, "loads", _read_only(self.loads, np.float64))
-        set_(self, "capacity", _read_only(self.capacity, np.float64))
+        set_(self, "assignment", read_only(self.assignment, np.int64))
+        set_(self, "costs", read_only(self.costs, np.float64))
+        set_(self, "loads", read_only(self.loads, np.float64))
+        set_(self, "capacity", read_only(self.capacity, np.float64))
         if self.fractional is not None:
-            set_(self, "fractional", _read_only(self.fractional, np.float64))
+            set_(self, "fractional", read_only(self.fractional, np.float64))
         if self.placed_round is not None:
-            set_(self, "placed_round", _read_only(self.placed_round, np.int64))
+            set_(self, "placed_round", read_only(self.placed_round, np.int64))
         n, e = self.costs.shape
         if self.assignment.shape != (n,) or len(self.task_names) != n or len(self.expert_names) != e:
             raise PlanInputError(
@@ -210,7 +204,7 @@ class Plan:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the canonical JSON atomically (temp file + rename): no half-written plan on error."""
         path = Path(path)
-        write_atomically(path, self.to_json())
+        write_text_atomically(path, self.to_json())
         return path
 
     @classmethod
@@ -318,20 +312,3 @@ _ARROW_METADATA_FIELDS = (
     "lp_bound",
     "details",
 )
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and a rename.
-
-    Readers see either the old file or the complete new one, never a part; on
-    any error the temp file is removed and the target is left as it was.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

@@ -12,13 +12,13 @@ count-mode LP is totally unimodular, see docs/planner.md).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from gemlab.plan.affinity import CostMatrix
 from gemlab.plan.errors import InfeasiblePlanError, PlanInputError
 
 CapacityMode = Literal["count", "load"]
@@ -28,37 +28,11 @@ CapacityMode = Literal["count", "load"]
 LOAD_TOLERANCE = 1e-9
 
 
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array = np.array(array, dtype=np.float64, copy=True)
+def read_only(array, dtype=np.float64) -> np.ndarray:
+    """A private read-only copy: problems and plans are immutable, so callers cannot alter them in place."""
+    array = np.array(array, dtype=dtype, copy=True)
     array.flags.writeable = False
     return array
-
-
-def _names(names: Sequence[str] | None, count: int, prefix: str, field: str) -> tuple[str, ...]:
-    if names is None:
-        return tuple(f"{prefix}{i}" for i in range(count))
-    names = tuple(names)
-    if len(names) != count:
-        raise PlanInputError(f"{field}: {len(names)} names for {count} {prefix}s")
-    for name in names:
-        if not isinstance(name, str) or not name:
-            raise PlanInputError(f"{field}: names must be non-empty strings, got {name!r}")
-    duplicates = [name for name, seen in Counter(names).items() if seen > 1]
-    if duplicates:
-        raise PlanInputError(f"{field}: duplicate names {duplicates}")
-    return names
-
-
-def _check_costs(costs: np.ndarray, task_names, expert_names) -> None:
-    if costs.ndim != 2 or costs.shape[0] < 1 or costs.shape[1] < 1:
-        raise PlanInputError(f"costs: expected a non-empty (tasks, experts) matrix, got shape {costs.shape}")
-    bad = np.argwhere(~np.isfinite(costs))
-    if len(bad):
-        i, j = bad[0]
-        raise PlanInputError(
-            f"costs: {len(bad)} non-finite entries; first at task {task_names[i]!r}, "
-            f"expert {expert_names[j]!r} ({costs[i, j]})"
-        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,7 +81,7 @@ class AssignmentProblem:
                 f"capacity: total capacity {int(cap.sum())} is smaller than the {len(tasks)} tasks",
                 tasks,
             )
-        return cls(_frozen(costs), _frozen(np.ones(len(tasks))), _frozen(cap), tasks, experts, "count")
+        return cls(read_only(costs), read_only(np.ones(len(tasks))), read_only(cap), tasks, experts, "count")
 
     @classmethod
     def load(
@@ -146,17 +120,21 @@ class AssignmentProblem:
                 f"load capacity: total load {loads.sum():g} exceeds total capacity {cap.sum():g}",
                 tasks,
             )
-        return cls(_frozen(costs), _frozen(loads), _frozen(cap), tasks, experts, "load")
+        return cls(read_only(costs), read_only(loads), read_only(cap), tasks, experts, "load")
 
     @staticmethod
     def _common(costs, task_names, expert_names):
+        """Costs and names validated by :class:`CostMatrix` (names default to task0.., expert0..)."""
         costs = np.asarray(costs, dtype=np.float64)
         if costs.ndim != 2:
             raise PlanInputError(f"costs: expected a (tasks, experts) matrix, got shape {costs.shape}")
-        tasks = _names(task_names, costs.shape[0], "task", "task_names")
-        experts = _names(expert_names, costs.shape[1], "expert", "expert_names")
-        _check_costs(costs, tasks, experts)
-        return costs, tasks, experts
+        n, e = costs.shape
+        matrix = CostMatrix(
+            costs,
+            tuple(f"task{i}" for i in range(n)) if task_names is None else task_names,
+            tuple(f"expert{j}" for j in range(e)) if expert_names is None else expert_names,
+        )
+        return matrix.costs, matrix.task_names, matrix.expert_names
 
     @staticmethod
     def _capacity(capacity, num_experts: int, experts: tuple[str, ...], field: str) -> np.ndarray:
