@@ -1,7 +1,9 @@
 """The ``gemlab`` command.
 
     gemlab plan ...        plan tasks onto experts (see ``gemlab plan --help``)
+    gemlab data ...        generate domains, inspect collections on disk
     gemlab bench plan ...  planner speed and quality, side by side
+    gemlab bench data ...  images/s for generating and loading domains
 
 Subcommands import their modules lazily, so ``gemlab plan`` never pays for
 torch or Ray.
@@ -28,6 +30,17 @@ def _parser() -> argparse.ArgumentParser:
     plan_command.add_arguments(plan)
     plan.set_defaults(run=plan_command.run)
 
+    from gemlab.data import command as data_command
+
+    data = commands.add_parser(
+        "data",
+        help="generate domains and inspect collections",
+        description=data_command.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data_command.add_arguments(data)
+    data.set_defaults(run=data_command.run)
+
     from gemlab.bench import plan as plan_bench
 
     bench = commands.add_parser("bench", help="benchmarks that print side-by-side ratios")
@@ -40,6 +53,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan_bench.add_arguments(bench_plan)
     bench_plan.set_defaults(run=plan_bench.run)
+
+    from gemlab.bench import data as data_bench
+
+    bench_data = targets.add_parser(
+        "data",
+        help="images/s for generating and loading domains",
+        description=data_bench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data_bench.add_arguments(bench_data)
+    bench_data.set_defaults(run=data_bench.run)
     return parser
 
 

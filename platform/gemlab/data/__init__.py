@@ -1,0 +1,1 @@
+"""Multi-domain data: domains, their mixture and sampler, readers and generators."""

@@ -1,0 +1,51 @@
+"""Writing a split as COCO JSON, the format gemlab generates and evaluates with."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from gemlab.data.records import Category, Sample
+from gemlab.files import write_text_atomically
+
+
+def coco_dict(categories: Sequence[Category], samples: Sequence[Sample], images_root: Path) -> dict:
+    """The COCO dictionary of a split; image file names are relative to ``images_root``.
+
+    Annotation ids count from 1 in sample order, so the same samples give the
+    same file.
+    """
+    images, annotations = [], []
+    for sample in samples:
+        images.append(
+            {
+                "id": sample.image_id,
+                "file_name": os.path.relpath(sample.path, images_root),
+                "width": sample.width,
+                "height": sample.height,
+                **({"metadata": dict(sample.metadata)} if sample.metadata else {}),
+            }
+        )
+        for box, category_id in zip(sample.boxes, sample.category_ids, strict=True):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": sample.image_id,
+                    "category_id": category_id,
+                    "bbox": [float(v) for v in box],
+                    "area": float(box[2] * box[3]),
+                    "iscrowd": 0,
+                }
+            )
+    return {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c.id, "name": c.name} for c in categories],
+    }
+
+
+def write_coco(path: Path, categories: Sequence[Category], samples: Sequence[Sample], images_root: Path) -> None:
+    """Write the split's COCO JSON atomically (nothing half-written on error)."""
+    write_text_atomically(path, json.dumps(coco_dict(categories, samples, images_root), sort_keys=True))

@@ -1,0 +1,84 @@
+"""``DomainMixture``: ordered domains, their sampling weights, one label space.
+
+Sampling weights follow ``p_d ∝ n_d^α``: α = 1 samples every image equally
+often (large domains dominate), α = 0 samples every domain equally often,
+and values between trade the two off -- the usual temperature knob of
+multi-dataset training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gemlab.data.domain import Domain, _duplicates
+from gemlab.data.errors import DataError
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """The union of the domains' label spaces by category name.
+
+    Global ids follow first appearance (domain order, then each domain's
+    category order), so they are stable when domains are appended.
+    ``local_to_global[d]`` maps domain d's own category ids to global ids.
+    """
+
+    names: tuple[str, ...]
+    local_to_global: tuple[dict[int, int], ...]
+
+    def owners(self, global_id: int) -> tuple[int, ...]:
+        """Domains whose label space contains this category."""
+        return tuple(d for d, mapping in enumerate(self.local_to_global) if global_id in mapping.values())
+
+
+class DomainMixture:
+    """Ordered domains with sampling weights ``p_d ∝ n_d^α`` and a unified label space.
+
+    Raises DataError for no domains, duplicate domain names or a negative α.
+    """
+
+    def __init__(self, domains: Sequence[Domain], alpha: float = 1.0) -> None:
+        if not domains:
+            raise DataError("mixture: no domains")
+        names = [d.name for d in domains]
+        if _duplicates(names):
+            raise DataError(f"mixture: duplicate domain name(s) {_duplicates(names)}")
+        if not (alpha >= 0 and np.isfinite(alpha)):
+            raise DataError(f"mixture: alpha must be a finite number >= 0, got {alpha}")
+        self.domains = tuple(domains)
+        self.alpha = float(alpha)
+        sizes = np.array([d.size for d in domains], dtype=np.float64)
+        self.weights = sizes**self.alpha / np.sum(sizes**self.alpha)
+        self.labels = self._unify()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.domains)
+
+    def index(self, name: str) -> int:
+        """Position of a domain; raises DataError naming the unknown domain."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise DataError(f"mixture: no domain {name!r} (domains: {list(self.names)})") from None
+
+    def subset_weights(self, domain_ids: Sequence[int]) -> np.ndarray:
+        """The weights of ``domain_ids`` renormalised to sum to 1 (a worker's share of the mixture)."""
+        ids = np.asarray(domain_ids, dtype=np.int64)
+        if len(ids) == 0 or ids.min() < 0 or ids.max() >= len(self.domains):
+            raise DataError(f"mixture: domain ids {ids.tolist()} not in 0..{len(self.domains) - 1}")
+        weights = self.weights[ids]
+        return weights / weights.sum()
+
+    def _unify(self) -> LabelSpace:
+        names: dict[str, int] = {}
+        mappings = []
+        for domain in self.domains:
+            mapping = {}
+            for category in domain.categories:
+                mapping[category.id] = names.setdefault(category.name, len(names))
+            mappings.append(mapping)
+        return LabelSpace(tuple(names), tuple(mappings))
