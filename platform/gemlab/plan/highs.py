@@ -18,7 +18,7 @@ _banner_shown = False
 
 
 def new_highs(*, threads: int = 1) -> highspy.Highs:
-    """A HiGHS instance with console output off and a fixed thread count (for determinism)."""
+    """A HiGHS instance: console output off, one thread (determinism), tight tolerances."""
     global _banner_shown
     if _banner_shown:
         highs = highspy.Highs()
@@ -36,4 +36,9 @@ def new_highs(*, threads: int = 1) -> highspy.Highs:
         _banner_shown = True
     highs.setOptionValue("output_flag", False)
     highs.setOptionValue("threads", threads)
+    # HiGHS's default tolerances (1e-7) let the LP bound fall ~1e-7 below the
+    # integral optimum; affinities are O(1), so tighter tolerances cost nothing
+    # and keep the bound a bound at the planner's 1e-9 comparisons.
+    highs.setOptionValue("primal_feasibility_tolerance", 1e-10)
+    highs.setOptionValue("dual_feasibility_tolerance", 1e-10)
     return highs

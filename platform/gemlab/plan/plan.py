@@ -12,6 +12,7 @@ reports but left out of the JSON, because they would break that identity.
 from __future__ import annotations
 
 import json
+import operator
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -112,7 +113,12 @@ class Plan:
 
     def tasks_of(self, expert: int | str) -> tuple[str, ...]:
         """Names of the tasks routed to ``expert`` (index or name); raises KeyError for an unknown name."""
-        j = expert if isinstance(expert, int) else self.expert_names.index(expert)
+        if isinstance(expert, str):
+            if expert not in self.expert_names:
+                raise KeyError(f"no expert {expert!r} in this plan (experts: {list(self.expert_names)})")
+            j = self.expert_names.index(expert)
+        else:
+            j = operator.index(expert)  # any integer type, numpy's included
         return tuple(self.task_names[i] for i in np.flatnonzero(self.assignment == j))
 
     # ----------------------------------------------------------- serialisation

@@ -36,6 +36,9 @@ from gemlab.plan.problem import LOAD_TOLERANCE, AssignmentProblem
 EXACT_COMPLETION_MAX_VARIABLES = 20_000
 # The residual MIP is tried up to this many free variables.
 RESIDUAL_MIP_MAX_VARIABLES = 5_000
+# ... and grown to at least this many: on small problems the neighbourhood
+# then covers everything and the residual MIP is exact, in milliseconds.
+RESIDUAL_MIP_MIN_VARIABLES = 256
 _RESIDUAL_MIP_SECONDS = 2.0
 # Swaps need an N x N gain matrix; beyond this many tasks only moves are tried.
 SWAP_MAX_TASKS = 2_000
@@ -112,6 +115,32 @@ def complete(problem: AssignmentProblem, assignment: np.ndarray, time_limit: flo
         verdict = "no integral plan exists" if result.proven_infeasible else f"the MIP found none ({result.status})"
         raise InfeasiblePlanError(f"could not place {list(names)} within capacity: {verdict}", names)
     return Completion(result.assignment, ejections, exact=True)
+
+
+def residual_neighbourhood(
+    problem: AssignmentProblem, x: np.ndarray, assignment: np.ndarray, placed_round: np.ndarray
+) -> np.ndarray:
+    """Tasks to re-solve: split by the LP, not placed in round 1, or sharing an expert with a split task.
+
+    Grown to ``RESIDUAL_MIP_MIN_VARIABLES`` free variables with the tasks that
+    lose least by moving (smallest gap to their best other expert) -- the
+    fixed tasks most likely to block a better plan.
+    """
+    split = (x == 1.0).sum(axis=1) == 0
+    touched = (x[split] > 0).any(axis=0)
+    free = split | (placed_round != 1) | touched[np.maximum(assignment, 0)]
+    wanted = min(problem.num_tasks, -(-RESIDUAL_MIP_MIN_VARIABLES // problem.num_experts))
+    missing = wanted - int(free.sum())
+    if missing > 0:
+        tasks = np.arange(problem.num_tasks)
+        others = problem.costs.copy()
+        others[tasks, assignment] = -np.inf
+        regret = (
+            problem.costs[tasks, assignment] - others.max(axis=1) if problem.num_experts > 1 else np.zeros(len(tasks))
+        )
+        regret[free] = np.inf
+        free[np.lexsort((tasks, regret))[:missing]] = True
+    return np.flatnonzero(free)
 
 
 def solve_residual(problem: AssignmentProblem, assignment: np.ndarray, free: np.ndarray) -> np.ndarray | None:

@@ -27,7 +27,7 @@ from gemlab.plan.errors import InfeasiblePlanError
 from gemlab.plan.exact import solve_mip
 from gemlab.plan.lp import LPSolution, solve_relaxation
 from gemlab.plan.problem import LOAD_TOLERANCE, AssignmentProblem
-from gemlab.plan.repair import complete, improve, solve_residual
+from gemlab.plan.repair import complete, improve, residual_neighbourhood, solve_residual
 from gemlab.plan.rounding import bit_scaling_round, check_precision
 
 
@@ -89,9 +89,7 @@ def gem(problem: AssignmentProblem, options: StrategyOptions) -> Outcome:
     assignment = rounding.assignment
     if problem.value(assignment) < lp.value - 1e-9 * max(1.0, abs(lp.value)) or (assignment < 0).any():
         details["rounded_value"] = problem.value(assignment)
-        split = (lp.x == 1.0).sum(axis=1) == 0
-        touched = (lp.x[split] > 0).any(axis=0)  # experts that share a split task
-        free = np.flatnonzero(split | (rounding.placed_round != 1) | touched[np.maximum(assignment, 0)])
+        free = residual_neighbourhood(problem, lp.x, assignment, rounding.placed_round)
         residual = solve_residual(problem, assignment, free)
         details["residual_mip_tasks"] = len(free) if residual is not None else 0
         assignment = _completed(problem, assignment if residual is None else residual, options, details)
