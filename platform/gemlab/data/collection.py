@@ -89,11 +89,15 @@ def load_collection(path: str | Path, *, lenient: bool = False) -> tuple[DomainM
             if key not in entry:
                 raise DataError(f"{where}: missing field {key!r}")
         where = f"{index}: domain {entry['name']!r}"
-        readings = {
-            split: _read_split(base, entry["format"], spec, f"{where}, split {split}", lenient)
-            for split, spec in entry["splits"].items()
-        }
-        categories = readings["train"].categories if "train" in readings else ()
+        if "train" not in entry["splits"]:
+            raise DataError(f"{where}: no train split")
+        readings = {}
+        for split, spec in sorted(entry["splits"].items(), key=lambda item: item[0] != "train"):
+            if split != "train" and entry["format"] == "voc" and "categories" not in spec:
+                # VOC files carry no category list: a val split must not number its own from the objects it holds.
+                spec = {**spec, "categories": [c.name for c in readings["train"].categories]}
+            readings[split] = _read_split(base, entry["format"], spec, f"{where}, split {split}", lenient)
+        categories = readings["train"].categories
         for split, reading in readings.items():
             if reading.categories != categories:
                 raise DataError(f"{where}: split {split} has a different label space from train")

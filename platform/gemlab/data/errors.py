@@ -1,4 +1,4 @@
-"""Errors raised for bad data, and the record of what lenient reading skipped."""
+"""The error raised for bad data (lenient reading is in ``checks.BadRecords``)."""
 
 from __future__ import annotations
 
