@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,3 +33,22 @@ def write_text_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temp:
         temp.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def staged_folder(path: Path) -> Iterator[Path]:
+    """A hidden sibling folder to fill, renamed to ``path`` on success and removed on any error.
+
+    For outputs made of many files (a generated dataset): readers never see a
+    half-written folder. ``path`` must be absent or an empty folder.
+    """
+    staging = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        if path.exists():
+            path.rmdir()
+        staging.rename(path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

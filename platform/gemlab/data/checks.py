@@ -59,3 +59,14 @@ class ExistingFiles:
             except OSError:
                 self._names[folder] = frozenset()
         return name in self._names[folder]
+
+
+def require_new_folder(out: Path) -> Path:
+    """``out`` resolved, if it does not exist or is empty; raises DataError naming it otherwise.
+
+    Generators refuse to mix their files into an existing dataset.
+    """
+    out = Path(out).resolve()
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out}: exists and is not empty; choose a new folder")
+    return out

@@ -9,16 +9,16 @@ split (70/20/10, stratified by class so every split holds every digit).
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from gemlab.data.checks import require_new_folder
 from gemlab.data.collection import write_index
 from gemlab.data.errors import DataError
+from gemlab.files import staged_folder
 
 ROTATIONS = (0, 15, 30, 45, 60, 75)
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.2, "calib": 0.1}
@@ -70,15 +70,12 @@ def generate_digits(out: Path, *, seed: int = 0, image_size: int = 28) -> Path:
     """
     from sklearn.datasets import load_digits  # bundled with scikit-learn: read from its package data
 
-    out = Path(out).resolve()
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out}: exists and is not empty; choose a new folder")
+    out = require_new_folder(out)
     if image_size < 8:
         raise DataError(f"digits: image_size must be >= 8, got {image_size}")
     digits = load_digits()
     ink = (digits.images / 16.0 * 255).astype(np.uint8)
-    staging = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    with staged_folder(out) as staging:
         entries = []
         for d, (name, shift) in enumerate(DOMAINS.items()):
             rng = np.random.default_rng([seed, d])
@@ -92,10 +89,4 @@ def generate_digits(out: Path, *, seed: int = 0, image_size: int = 28) -> Path:
                 splits[split] = {"root": f"{name}/{split}"}
             entries.append({"name": name, "task": "classification", "format": "imagefolder", "splits": splits})
         write_index(staging, entries)
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out / "gemlab-data.yaml"

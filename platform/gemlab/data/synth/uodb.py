@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import shutil
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gemlab.data.checks import require_new_folder
 from gemlab.data.coco_writer import write_coco
 from gemlab.data.collection import write_index
 from gemlab.data.errors import DataError
 from gemlab.data.records import SPLITS, Category, Sample
 from gemlab.data.synth.styles import paint
+from gemlab.files import staged_folder
 
 _CHUNK = 64  # images per worker task
 
@@ -129,60 +129,49 @@ def generate_synth_uodb(
     size, scale or worker count. Generation happens in a hidden sibling folder
     renamed to ``out`` at the end, so a failed run leaves nothing behind.
     """
-    out = Path(out).resolve()
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out}: exists and is not empty; choose a new folder")
+    out = require_new_folder(out)
     if image_size < 32 or scale <= 0 or workers < 1:
         raise DataError(
             f"synth-uodb: need image_size >= 32, scale > 0, workers >= 1 (got {image_size}, {scale}, {workers})"
         )
-    staging = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        jobs, layout = [], []
+    with staged_folder(out) as staging:
+        jobs, parts = [], []  # parts: (domain index, split, image folder, its jobs)
         for d, spec in enumerate(SYNTH_UODB):
             for s, (split, count) in enumerate(split_sizes(spec, scale).items()):
                 folder = staging / spec.name / "images" / split
                 folder.mkdir(parents=True)
-                layout.append((d, split, folder, len(jobs)))
+                first = len(jobs)
                 jobs += [
                     (str(folder), seed, d, s, start, min(_CHUNK, count - start), image_size)
                     for start in range(0, count, _CHUNK)
                 ]
+                parts.append((d, split, folder, slice(first, len(jobs))))
         results = _run(jobs, workers)
-        entries = []
-        for d, spec in enumerate(SYNTH_UODB):
+        entries = {
+            spec.name: {"name": spec.name, "task": "detection", "format": "coco", "splits": {}} for spec in SYNTH_UODB
+        }
+        for d, split, folder, chunks in parts:
+            spec = SYNTH_UODB[d]
+            records = [record for chunk in results[chunks] for record in chunk]
+            samples = [
+                Sample(
+                    folder / r["file"],
+                    image_size,
+                    image_size,
+                    i + 1,
+                    tuple(map(tuple, r["boxes"])),
+                    tuple(r["categories"]),
+                    metadata=r["metadata"],
+                )
+                for i, r in enumerate(records)
+            ]
             categories = [Category(i + 1, name) for i, name in enumerate(spec.categories)]
-            splits = {}
-            for domain_index, split, folder, first in layout:
-                if domain_index != d:
-                    continue
-                n_jobs = -(-split_sizes(spec, scale)[split] // _CHUNK)
-                records = [r for chunk in results[first : first + n_jobs] for r in chunk]
-                samples = [
-                    Sample(
-                        folder / r["file"],
-                        image_size,
-                        image_size,
-                        i + 1,
-                        tuple(map(tuple, r["boxes"])),
-                        tuple(r["categories"]),
-                        metadata=r["metadata"],
-                    )
-                    for i, r in enumerate(records)
-                ]
-                write_coco(staging / spec.name / "annotations" / f"{split}.json", categories, samples, folder)
-                splits[split] = {
-                    "annotations": f"{spec.name}/annotations/{split}.json",
-                    "images": f"{spec.name}/images/{split}",
-                }
-            entries.append({"name": spec.name, "task": "detection", "format": "coco", "splits": splits})
-        write_index(staging, entries)
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            write_coco(staging / spec.name / "annotations" / f"{split}.json", categories, samples, folder)
+            entries[spec.name]["splits"][split] = {
+                "annotations": f"{spec.name}/annotations/{split}.json",
+                "images": f"{spec.name}/images/{split}",
+            }
+        write_index(staging, list(entries.values()))
     return out / "gemlab-data.yaml"
 
 
