@@ -1,0 +1,51 @@
+"""``MoELayer``: experts plus a router, composed by keyword.
+
+    layer = MoELayer(router=TopKRouter(dim, 8, k=2), experts=Experts(8, dim, 4 * dim))
+    y, routing = layer(x, domain=domain_ids)      # x: (B, T, D) tokens or (B, D) pooled features
+
+The layer flattens tokens, expands per-sample side information to tokens,
+asks the router for a ``Routing``, and runs dispatch -> experts -> combine.
+It never looks at the router's type; the auxiliary losses come back in
+``routing.aux_losses`` (already weighted), not on the output tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gemlab.moe.experts import Experts
+from gemlab.moe.routing import Routing, RoutingContext
+
+
+class MoELayer(nn.Module):
+    """Raises ValueError when the router and the experts disagree on the number of experts."""
+
+    def __init__(self, *, router: nn.Module, experts: Experts, shared_expert: nn.Module | None = None) -> None:
+        super().__init__()
+        if router.num_experts != experts.num_experts:
+            raise ValueError(
+                f"MoELayer: the router routes to {router.num_experts} experts, "
+                f"but the layer holds {experts.num_experts}"
+            )
+        self.router, self.experts, self.shared_expert = router, experts, shared_expert
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        domain: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        metadata: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Routing]:
+        """``x`` (B, T, D) or (B, D); ``domain``/``labels``/``metadata`` are per sample (B, ...)."""
+        if x.dim() not in (2, 3):
+            raise ValueError(f"MoELayer: expected (B, T, D) or (B, D) input, got shape {tuple(x.shape)}")
+        batch_shape = (x.shape[0], x.shape[1] if x.dim() == 3 else 1)
+        tokens = x.reshape(-1, x.shape[-1])  # (B*T, D)
+        context = RoutingContext.for_batch(batch_shape, domain=domain, labels=labels, metadata=metadata)
+        routing = self.router(tokens, context)
+        y = routing.combine(self.experts(routing.dispatch(tokens), routing.segment_sizes), tokens.shape[0])
+        if self.shared_expert is not None:
+            y = y + routing.shared_weight * self.shared_expert(tokens)
+        return y.reshape(x.shape), routing

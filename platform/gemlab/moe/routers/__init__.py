@@ -1,0 +1,1 @@
+"""Routers, one module per family. Each returns a ``Routing`` and exposes ``num_experts``."""

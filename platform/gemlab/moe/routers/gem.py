@@ -1,0 +1,49 @@
+"""GEM: a fixed lookup from domain id (or class id) to expert, taken from a Plan.
+
+No parameters and no auxiliary loss: the plan was solved globally before
+training. Every token of a sample goes to its sample's expert, so a batch
+from one domain runs exactly one expert, and a mixed batch is grouped by
+*sample* (the stable sort keeps each sample's tokens together).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from gemlab.moe.routing import RoutingContext, SparseRouting
+
+
+class GEMRouter(nn.Module):
+    """Routes by ``context.domain`` (``key="domain"``) or ``context.labels`` (``key="label"``, class-level GEM).
+
+    Raises ValueError for an empty table or an entry outside 0..num_experts-1,
+    and, when called, if the context lacks the key or holds an id the table does not cover.
+    """
+
+    def __init__(self, table: Sequence[int], num_experts: int, key: Literal["domain", "label"] = "domain") -> None:
+        super().__init__()
+        table = torch.as_tensor(list(table), dtype=torch.long)
+        if table.numel() == 0 or int(table.min()) < 0 or int(table.max()) >= num_experts:
+            raise ValueError(f"gem router: table entries must be experts 0..{num_experts - 1}, got {table.tolist()}")
+        self.register_buffer("table", table, persistent=False)
+        self.num_experts, self.key = num_experts, key
+
+    @classmethod
+    def from_plan(cls, plan, key: Literal["domain", "label"] = "domain") -> GEMRouter:
+        """Task i of the plan is domain (or class) id i."""
+        return cls(plan.assignment.tolist(), plan.num_experts, key)
+
+    def forward(self, tokens: torch.Tensor, context: RoutingContext) -> SparseRouting:
+        ids = context.domain if self.key == "domain" else context.labels
+        if ids is None:
+            raise ValueError(f"gem router: routing by {self.key} needs `{self.key}` ids for every sample")
+        if int(ids.min()) < 0 or int(ids.max()) >= len(self.table):
+            raise ValueError(
+                f"gem router: {self.key} ids must be in 0..{len(self.table) - 1}, got {ids.unique().tolist()}"
+            )
+        expert = self.table[ids].unsqueeze(1)  # (N, 1)
+        return SparseRouting.from_choices(expert, None, self.num_experts)
