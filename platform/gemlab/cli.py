@@ -4,6 +4,7 @@
     gemlab data ...        generate domains, inspect collections on disk
     gemlab bench plan ...  planner speed and quality, side by side
     gemlab bench data ...  images/s for generating and loading domains
+    gemlab bench moe ...   MoE layers' forward+backward time relative to a dense FFN
 
 Each subcommand is a module with ``add_arguments(parser)`` and ``run(args)``;
 those modules import torch or Ray only inside ``run``, so building the parser
@@ -17,6 +18,7 @@ import sys
 from types import ModuleType
 
 from gemlab.bench import data as data_bench
+from gemlab.bench import moe as moe_bench
 from gemlab.bench import plan as plan_bench
 from gemlab.data import command as data_command
 from gemlab.plan import command as plan_command
@@ -39,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     targets = benchmarks.add_subparsers(dest="target", required=True)
     _add(targets, "plan", plan_bench, "planner speed and quality vs direct LP / scipy / MIP")
     _add(targets, "data", data_bench, "images/s for generating and loading domains")
+    _add(targets, "moe", moe_bench, "forward+backward time of MoE layers vs a dense FFN")
     return parser
 
 
