@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from gemlab.moe.routers.class_gem import ClassGEMRouter
 from gemlab.moe.routers.gem import GEMRouter
 from gemlab.moe.routers.sinkhorn import SinkhornRouter
 from gemlab.moe.routers.soft import SoftMoERouter
@@ -23,6 +24,9 @@ ROUTERS: dict[str, type[nn.Module]] = {
     "sinkhorn": SinkhornRouter,
 }
 
+# Routers whose table comes from a Plan (domain -> expert, or class -> expert).
+_PLANNED = ("gem", "class_gem")
+
 
 def build_router(name: str, *, dim: int, num_experts: int, plan=None, **options: Any) -> nn.Module:
     """A router from its name; ``gem`` takes its table from ``plan``.
@@ -30,12 +34,14 @@ def build_router(name: str, *, dim: int, num_experts: int, plan=None, **options:
     Raises ValueError for an unknown name, a ``gem`` router without a plan, or
     a plan for a different number of experts than ``num_experts``.
     """
-    if name == "gem":
+    if name in _PLANNED:
         if plan is None:
-            raise ValueError("router gem: needs a plan (domain -> expert map)")
+            raise ValueError(f"router {name}: needs a plan (task -> expert map)")
         if plan.num_experts != num_experts:
-            raise ValueError(f"router gem: the plan has {plan.num_experts} experts, the layer {num_experts}")
-        return GEMRouter.from_plan(plan, **options)
+            raise ValueError(f"router {name}: the plan has {plan.num_experts} experts, the layer {num_experts}")
+        if name == "gem":
+            return GEMRouter.from_plan(plan, **options)
+        return ClassGEMRouter(dim, num_experts, plan.assignment.tolist(), **options)
     if name not in ROUTERS:
-        raise ValueError(f"unknown router {name!r}; choose one of {sorted([*ROUTERS, 'gem'])}")
+        raise ValueError(f"unknown router {name!r}; choose one of {sorted([*ROUTERS, *_PLANNED])}")
     return ROUTERS[name](dim, num_experts, **options)

@@ -1,0 +1,56 @@
+"""A ResNet-18 trunk (torchvision, no downloaded weights) with an MoE layer as expert heads.
+
+The trunk's pooled 512-d feature goes through an MoE layer (residual) and a
+linear classifier. Weights are random or read from a local checkpoint file
+(``torch.load(weights_only=True)``); nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from gemlab.models.common import ModelOutput, moe_layer
+
+FEATURES = 512
+
+
+class MoEResNet(nn.Module):
+    """Raises FileNotFoundError for a missing checkpoint and RuntimeError for one that does not fit."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        router: Mapping[str, Any],
+        num_experts: int,
+        hidden: int = 1024,
+        checkpoint: str | Path | None = None,
+        plan=None,
+    ) -> None:
+        super().__init__()
+        trunk = resnet18(weights=None)
+        if checkpoint is not None:
+            state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+            trunk.load_state_dict(state, strict=False)
+        trunk.fc = nn.Identity()
+        self.trunk = trunk
+        self.experts = moe_layer(router, FEATURES, hidden, num_experts, plan)
+        self.head = nn.Linear(FEATURES, num_classes)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        *,
+        domain: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        metadata: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        features = self.trunk(images)  # (B, 512)
+        y, routing = self.experts(features, domain=domain, labels=labels, metadata=metadata)
+        return ModelOutput.collect(self.head(features + y), [routing])

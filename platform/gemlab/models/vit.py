@@ -1,0 +1,86 @@
+"""A small ViT whose every other FFN is an MoE layer (V-MoE style).
+
+    model = MoEViT(num_classes=10, router={"name": "topk", "k": 1}, num_experts=4)
+    out = model(images, domain=domain_ids)        # out.logits, out.aux_losses, out.routings
+
+Only the router config changes between experiments; the trunk is the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from gemlab.models.common import ModelOutput, moe_layer
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, heads: int, ffn: nn.Module) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ffn = ffn
+
+    def forward(self, x: torch.Tensor, routings: list, **side: torch.Tensor | None) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attention(h, h, h, need_weights=False)[0]
+        h = self.norm2(x)
+        if isinstance(self.ffn, nn.Sequential):
+            return x + self.ffn(h)
+        y, routing = self.ffn(h, **side)
+        routings.append(routing)
+        return x + y
+
+
+class MoEViT(nn.Module):
+    """Patch embedding, ``depth`` blocks (odd-numbered ones MoE), mean pooling, a linear classifier."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        router: Mapping[str, Any],
+        num_experts: int,
+        image_size: int = 32,
+        patch_size: int = 4,
+        channels: int = 3,
+        dim: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: int = 4,
+        plan=None,
+    ) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"vit: image_size {image_size} is not a multiple of patch_size {patch_size}")
+        self.patches = nn.Conv2d(channels, dim, patch_size, stride=patch_size)
+        self.position = nn.Parameter(torch.zeros(1, (image_size // patch_size) ** 2, dim))
+        hidden = mlp_ratio * dim
+        self.blocks = nn.ModuleList(
+            _Block(
+                dim,
+                heads,
+                moe_layer(router, dim, hidden, num_experts, plan)
+                if i % 2
+                else nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)),
+            )
+            for i in range(depth)
+        )
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, num_classes)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        *,
+        domain: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        metadata: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        x = self.patches(images).flatten(2).transpose(1, 2) + self.position  # (B, patches, dim)
+        routings: list = []
+        for block in self.blocks:
+            x = block(x, routings, domain=domain, labels=labels, metadata=metadata)
+        return ModelOutput.collect(self.head(self.norm(x).mean(dim=1)), routings)
