@@ -1,7 +1,9 @@
 """``gemlab bench moe``: forward + backward time of MoE layers relative to a dense FFN.
 
-Every layer has the same *active* size as the dense FFN (d -> h -> d per
-token, h = 4d): top-1 and GEM run one expert per token, top-2 two, and Soft
+The baseline is one FFN (d -> h -> d) run by the very kernels the experts
+use, so a ratio measures routing, dispatch and combine, not a different
+matmul layout; ``torch.nn.Linear``'s FFN is listed beside it. Every layer
+has the same *active* size as the baseline: top-1 and GEM run one expert per token, top-2 two, and Soft
 MoE gets one slot per token overall (FLOP-matched: E experts x S slots x B
 sequences = tokens). The layers are timed round robin, one step each per
 round, so machine load hits all of them alike; the table gives medians of
@@ -44,7 +46,8 @@ def _cases(args: argparse.Namespace, tokens: int) -> dict[str, Callable[[], None
     d, h, e = args.dim, args.hidden, args.experts
     batch = tokens // args.sequence
     x = torch.randn(batch, args.sequence, d)
-    dense = torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.GELU(), torch.nn.Linear(h, d))
+    dense = Experts(1, d, h)  # the baseline: one FFN with exactly the experts' kernels
+    linear = torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.GELU(), torch.nn.Linear(h, d))
 
     def layer(router):
         return MoELayer(router=router, experts=Experts(e, d, h))
@@ -61,14 +64,19 @@ def _cases(args: argparse.Namespace, tokens: int) -> dict[str, Callable[[], None
         "gem, mixed batch": (gem, {"domain": mixed}),
     }
 
+    flat = x.reshape(-1, d)
+
     def dense_step():
-        dense(x).sum().backward()
+        dense(flat, [flat.shape[0]]).sum().backward()
+
+    def linear_step():
+        linear(x).sum().backward()
 
     def moe_step(module, kwargs):
         y, routing = module(x, **kwargs)
         (y.sum() + sum(routing.aux_losses.values(), torch.zeros(()))).backward()
 
-    cases = {"dense FFN": dense_step}
+    cases = {"dense FFN": dense_step, "dense FFN (nn.Linear)": linear_step}
     cases.update({name: (lambda m=m, kw=kw: moe_step(m, kw)) for name, (m, kw) in layers.items()})
     return cases
 
