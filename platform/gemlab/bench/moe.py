@@ -8,7 +8,8 @@ MoE gets one slot per token overall (FLOP-matched: E experts x S slots x B
 sequences = tokens). The layers are timed round robin, one step each per
 round, so machine load hits all of them alike; the table gives medians of
 wall time and of the main thread's CPU time (``time.thread_time``), and both
-relative to the dense FFN. Run with OMP_WAIT_POLICY=PASSIVE.
+relative to the dense FFN. The order rotates from round to round. Run with
+OMP_WAIT_POLICY=PASSIVE.
 
 GEM is measured twice: a batch from one domain (one expert, no gather), and
 a mixed batch whose samples come from every domain, sorted by expert as the
@@ -92,8 +93,11 @@ def run(args: argparse.Namespace) -> int:
         cpu: dict[str, list[float]] = {name: [] for name in cases}
         for step in cases.values():  # warm-up: allocator and kernels
             step()
-        for _ in range(args.rounds):
-            for name, step in cases.items():
+        names = list(cases)
+        for round_number in range(args.rounds):
+            # rotate the order each round, so no layer always runs right after the same one
+            for name in names[round_number % len(names) :] + names[: round_number % len(names)]:
+                step = cases[name]
                 start_wall, start_cpu = time.perf_counter(), time.thread_time()
                 step()
                 wall[name].append(time.perf_counter() - start_wall)

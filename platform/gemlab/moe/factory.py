@@ -13,7 +13,10 @@ from typing import Any
 from torch import nn
 
 from gemlab.moe.routers.class_gem import ClassGEMRouter
+from gemlab.moe.routers.damex import DAMEXRouter
 from gemlab.moe.routers.gem import GEMRouter
+from gemlab.moe.routers.random_router import RandomRouter
+from gemlab.moe.routers.relu import ReLURouter
 from gemlab.moe.routers.sinkhorn import SinkhornRouter
 from gemlab.moe.routers.soft import SoftMoERouter
 from gemlab.moe.routers.topk import TopKRouter
@@ -22,10 +25,12 @@ ROUTERS: dict[str, type[nn.Module]] = {
     "topk": TopKRouter,
     "soft": SoftMoERouter,
     "sinkhorn": SinkhornRouter,
+    "relu": ReLURouter,
+    "random": RandomRouter,
 }
 
 # Routers whose table comes from a Plan (domain -> expert, or class -> expert).
-_PLANNED = ("gem", "class_gem")
+_PLANNED = ("gem", "class_gem", "damex")
 
 
 def build_router(name: str, *, dim: int, num_experts: int, plan=None, **options: Any) -> nn.Module:
@@ -41,7 +46,8 @@ def build_router(name: str, *, dim: int, num_experts: int, plan=None, **options:
             raise ValueError(f"router {name}: the plan has {plan.num_experts} experts, the layer {num_experts}")
         if name == "gem":
             return GEMRouter.from_plan(plan, **options)
-        return ClassGEMRouter(dim, num_experts, plan.assignment.tolist(), **options)
+        table_router = {"class_gem": ClassGEMRouter, "damex": DAMEXRouter}[name]
+        return table_router(dim, num_experts, plan.assignment.tolist(), **options)
     if name not in ROUTERS:
         raise ValueError(f"unknown router {name!r}; choose one of {sorted([*ROUTERS, *_PLANNED])}")
     return ROUTERS[name](dim, num_experts, **options)

@@ -30,3 +30,65 @@ def z_loss(logits: torch.Tensor) -> torch.Tensor:
     Keeps router logits small, which stabilises the softmax in low precision.
     """
     return torch.logsumexp(logits, dim=-1).pow(2).mean()
+
+
+def l1_gate_loss(gates: torch.Tensor) -> torch.Tensor:
+    """REMoE's sparsity term: L1 = (1 / N) * sum_i sum_e |g_ie| (gates are ReLU outputs, so |g| = g)."""
+    return gates.abs().sum(dim=-1).mean()
+
+
+def _centred_gram(x: torch.Tensor) -> torch.Tensor:
+    x = x - x.mean(dim=0, keepdim=True)
+    return x @ x.t()
+
+
+def cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Linear CKA (Kornblith et al., 2019) of two representations of the same n inputs.
+
+        CKA(X, Y) = <K_X, K_Y>_F / (||K_X||_F ||K_Y||_F),  K = (HX)(HX)^T, H = I - 11^T / n
+
+    1 for representations equal up to rotation and isotropic scaling; near 0 for unrelated ones.
+    """
+    kx, ky = _centred_gram(x), _centred_gram(y)
+    return (kx * ky).sum() / (kx.norm() * ky.norm()).clamp_min(1e-12)
+
+
+def cka_diversity_loss(outputs: list[torch.Tensor]) -> torch.Tensor:
+    """MoGE's diversity term: the mean CKA over pairs of experts' outputs on the same tokens.
+
+    L_CKA = (2 / (E (E - 1))) * sum_{a < b} CKA(O_a, O_b)
+    """
+    pairs = [cka(outputs[a], outputs[b]) for a in range(len(outputs)) for b in range(a + 1, len(outputs))]
+    return torch.stack(pairs).mean()
+
+
+def supervised_contrastive_loss(
+    features: torch.Tensor, positives: torch.Tensor, candidates: torch.Tensor, temperature: float = 0.1
+) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al., 2020) with explicit pair masks.
+
+        L = -(1 / |A|) sum_{i in A} (1 / |P(i)|) sum_{p in P(i)} log(exp(s_ip / t) / sum_{a in C(i)} exp(s_ia / t))
+
+    s = cosine similarity; P(i) = ``positives[i]``, C(i) = ``candidates[i]`` (positives and
+    negatives; never i itself); A = anchors with at least one positive. 0 when no anchor has one.
+    """
+    z = torch.nn.functional.normalize(features, dim=-1)
+    logits = (z @ z.t()) / temperature
+    logits = logits.masked_fill(~candidates, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    anchors = positives.any(dim=1)
+    if not anchors.any():
+        return features.sum() * 0.0
+    per_anchor = (log_prob.masked_fill(~positives, 0.0).sum(dim=1) / positives.sum(dim=1).clamp_min(1))[anchors]
+    return -per_anchor.mean()
+
+
+def ood_bce_loss(scores: torch.Tensor, in_distribution: torch.Tensor) -> torch.Tensor:
+    """DQRoute's OOD term: L_OOD = mean_{i,k} BCE(s_k(x_i), 1[y_i in group k]); ``scores`` in [0, 1]."""
+    return torch.nn.functional.binary_cross_entropy(scores, in_distribution.to(scores.dtype))
+
+
+def coral_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Deep CORAL (Sun & Saenko, 2016): L = ||C_a - C_b||_F^2 / (4 d^2), C = feature covariance."""
+    d = a.shape[1]
+    return (torch.cov(a.t()) - torch.cov(b.t())).pow(2).sum() / (4 * d * d)

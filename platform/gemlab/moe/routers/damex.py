@@ -1,0 +1,44 @@
+"""DAMEX (Jain et al., 2023): a learned top-k router supervised to send each domain to its expert.
+
+The router is the ordinary top-k softmax router (capacity, balance and
+z-loss included); DAMEX adds a cross-entropy between the router logits and
+the expert the domain is assigned to, ``L = λ * CE(logits, table[domain])``,
+so that routing becomes dataset-aware while staying learned -- unlike GEM,
+whose lookup is fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gemlab.moe.routers.topk import TopKRouter, check_weights
+from gemlab.moe.routing import RoutingContext, SparseRouting
+
+
+class DAMEXRouter(nn.Module):
+    """Raises ValueError for table entries outside the experts or a negative weight (and TopKRouter's errors)."""
+
+    def __init__(
+        self, dim: int, num_experts: int, table: Sequence[int], damex_weight: float = 1.0, **topk_options: float
+    ) -> None:
+        super().__init__()
+        table = torch.as_tensor(list(table), dtype=torch.long)
+        if table.numel() == 0 or int(table.min()) < 0 or int(table.max()) >= num_experts:
+            raise ValueError(f"damex router: table entries must be experts 0..{num_experts - 1}")
+        check_weights(damex_weight=damex_weight)
+        self.topk = TopKRouter(dim, num_experts, **topk_options)
+        self.register_buffer("table", table, persistent=False)
+        self.num_experts, self.damex_weight = num_experts, damex_weight
+
+    def forward(self, tokens: torch.Tensor, context: RoutingContext) -> SparseRouting:
+        routing = self.topk(tokens, context)
+        if self.training:
+            if context.domain is None:
+                raise ValueError("damex router: training needs the domain id of every sample")
+            logits = self.topk.gate(tokens)
+            routing.aux_losses["damex"] = self.damex_weight * F.cross_entropy(logits, self.table[context.domain])
+        return routing

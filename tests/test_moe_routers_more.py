@@ -1,0 +1,194 @@
+"""REMoE, DAMEX and random routers, and the losses of the remaining families, against their definitions."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from gemlab.moe.experts import Experts
+from gemlab.moe.factory import build_router
+from gemlab.moe.layer import MoELayer
+from gemlab.moe.losses import (
+    cka,
+    cka_diversity_loss,
+    coral_loss,
+    l1_gate_loss,
+    ood_bce_loss,
+    supervised_contrastive_loss,
+)
+from gemlab.moe.routers.damex import DAMEXRouter
+from gemlab.moe.routers.random_router import RandomRouter, random_table
+from gemlab.moe.routers.relu import ReLURouter
+from gemlab.moe.routing import RoutingContext
+
+DIM = 12
+
+
+# --------------------------------------------------------------------------------------------- relu
+def test_relu_router_sends_tokens_to_every_positive_gate_and_none_when_all_zero():
+    router = ReLURouter(DIM, 4, k=2)
+    with torch.no_grad():
+        router.gate.weight.copy_(torch.eye(4, DIM))
+    tokens = torch.zeros(3, DIM)
+    tokens[0, :4] = torch.tensor([1.0, -1.0, 2.0, 0.5])  # experts 0, 2, 3
+    tokens[1, :4] = -1.0  # no expert at all
+    tokens[2, 1] = 3.0  # expert 1
+    routing = router.eval()(tokens, RoutingContext((3, 1)))
+    assert routing.counts.tolist() == [1, 1, 1, 1]
+    layer = MoELayer(router=router, experts=Experts(4, DIM, 8))
+    y, _ = layer(tokens)
+    assert torch.all(y[1] == 0)  # a token no expert takes contributes nothing (the block's residual carries it)
+
+
+def test_relu_l1_weight_adapts_towards_the_target_sparsity():
+    router = ReLURouter(DIM, 4, k=1, l1_weight=0.01, alpha=2.0).train()
+    dense_tokens = torch.ones(8, DIM)
+    with torch.no_grad():
+        router.gate.weight.fill_(0.1)  # every gate positive: sparsity 0 < target 0.75
+    router(dense_tokens, RoutingContext((8, 1)))
+    assert router.l1_weight.item() == pytest.approx(0.02)
+    router(-dense_tokens, RoutingContext((8, 1)))  # every gate zero: sparsity 1 > target
+    assert router.l1_weight.item() == pytest.approx(0.01)
+    router.eval()(dense_tokens, RoutingContext((8, 1)))
+    assert router.l1_weight.item() == pytest.approx(0.01)  # no adaptation outside training
+
+
+def test_l1_loss_against_its_formula():
+    gates = torch.relu(torch.randn(5, 3))
+    assert l1_gate_loss(gates).item() == pytest.approx(sum(float(v) for v in gates.flatten()) / 5, rel=1e-6)
+
+
+# -------------------------------------------------------------------------------------------- damex
+def test_damex_loss_is_cross_entropy_to_the_domains_expert():
+    torch.manual_seed(0)
+    router = DAMEXRouter(DIM, 3, table=[2, 0], damex_weight=0.5).train()
+    tokens, domain = torch.randn(6, DIM), torch.tensor([0, 0, 1, 1, 0, 1])
+    routing = router(tokens, RoutingContext((6, 1), domain=domain))
+    expected = 0.5 * F.cross_entropy(router.topk.gate(tokens), torch.tensor([2, 2, 0, 0, 2, 0]))
+    torch.testing.assert_close(routing.aux_losses["damex"], expected)
+    assert {"balance", "z"} <= set(routing.aux_losses)
+    with pytest.raises(ValueError, match="needs the domain id"):
+        router(tokens, RoutingContext((6, 1)))
+
+
+def test_damex_training_sends_each_domain_to_its_expert():
+    torch.manual_seed(0)
+    table, centres = [1, 3, 0], torch.randn(3, DIM) * 2
+    router = DAMEXRouter(DIM, 4, table=table, damex_weight=1.0, balance_weight=0.0).train()
+    optimiser = torch.optim.SGD(router.parameters(), lr=0.5)
+    for _ in range(100):
+        domain = torch.randint(0, 3, (96,))
+        routing = router(centres[domain] + torch.randn(96, DIM) * 0.5, RoutingContext((96, 1), domain=domain))
+        optimiser.zero_grad()
+        routing.aux_losses["damex"].backward()
+        optimiser.step()
+    domain = torch.randint(0, 3, (300,))
+    chosen = router.topk.gate(centres[domain] + torch.randn(300, DIM) * 0.5).argmax(-1)
+    assert (chosen == torch.tensor(table)[domain]).float().mean() > 0.9
+
+
+# ------------------------------------------------------------------------------------------- random
+def test_random_router_is_seeded_and_respects_capacity():
+    table = random_table(num_domains=12, num_experts=8, capacity=2, seed=4)
+    assert table == random_table(12, 8, 2, seed=4)
+    assert table != random_table(12, 8, 2, seed=5)
+    assert max(np.bincount(table)) <= 2 and len(table) == 12
+    router = RandomRouter(DIM, 8, num_domains=12, capacity=2, seed=4)
+    assert router.table.tolist() == table
+    with pytest.raises(ValueError, match="cannot hold 12 domains"):
+        random_table(12, 4, 2, seed=0)
+
+
+# --------------------------------------------------------------------------------------- every one
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("relu", {"k": 2}), ("random", {"num_domains": 3, "capacity": 1}), ("damex", {})],
+)
+@pytest.mark.parametrize("shape", [(3, 5, DIM), (3, DIM)])
+def test_shapes_and_gradients(name, options, shape):
+    torch.manual_seed(0)
+
+    class Plan:  # the two fields build_router reads from a plan
+        num_experts = 4
+        assignment = np.array([1, 0, 3])
+
+    router = build_router(name, dim=DIM, num_experts=4, plan=Plan(), **options)
+    layer = MoELayer(router=router, experts=Experts(4, DIM, 16))
+    x = torch.randn(*shape, requires_grad=True)
+    y, routing = layer(x, domain=torch.tensor([0, 1, 2]))
+    assert y.shape == x.shape
+    (y.sum() + sum(routing.aux_losses.values(), torch.zeros(()))).backward()
+    assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ReLURouter(DIM, 4, k=0), "k must be in 1..4"),
+        (lambda: ReLURouter(DIM, 4, alpha=1.0), "alpha > 1"),
+        (lambda: DAMEXRouter(DIM, 2, table=[0, 2]), "experts 0..1"),
+        (lambda: DAMEXRouter(DIM, 2, table=[0, 1], damex_weight=-1), "damex_weight must be a finite number >= 0"),
+    ],
+)
+def test_bad_options(build, message):
+    with pytest.raises(ValueError) as error:
+        build()
+    assert message in str(error.value)
+
+
+# ------------------------------------------------------------------------------------------- losses
+def _direct_cka(x, y):
+    n = x.shape[0]
+    h = torch.eye(n, dtype=x.dtype) - torch.ones(n, n, dtype=x.dtype) / n
+    kx, ky = h @ x @ x.t() @ h, h @ y @ y.t() @ h
+    return (torch.trace(kx @ ky) / torch.sqrt(torch.trace(kx @ kx) * torch.trace(ky @ ky))).item()
+
+
+def test_cka_against_its_formula_and_its_invariances():
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 6, dtype=torch.float64), torch.randn(20, 4, dtype=torch.float64)
+    assert cka(x, y).item() == pytest.approx(_direct_cka(x, y), rel=1e-9)
+    rotation = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64)).Q
+    assert cka(x, 3.0 * x @ rotation).item() == pytest.approx(1.0, rel=1e-9)
+    outputs = [x, 2 * x, y]
+    expected = (cka(x, 2 * x) + cka(x, y) + cka(2 * x, y)) / 3
+    assert cka_diversity_loss(outputs).item() == pytest.approx(expected.item())
+
+
+def test_supervised_contrastive_loss_against_a_loop():
+    torch.manual_seed(0)
+    features, labels = torch.randn(6, 5, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 2, 0])
+    eye = torch.eye(6, dtype=torch.bool)
+    positives = (labels[:, None] == labels[None, :]) & ~eye
+    candidates = ~eye
+    z = F.normalize(features, dim=-1)
+    total, anchors = 0.0, 0
+    for i in range(6):
+        pos = [p for p in range(6) if positives[i, p]]
+        if not pos:
+            continue
+        denominator = sum(math.exp(float(z[i] @ z[a]) / 0.1) for a in range(6) if candidates[i, a])
+        total += -sum(math.log(math.exp(float(z[i] @ z[p]) / 0.1) / denominator) for p in pos) / len(pos)
+        anchors += 1
+    value = supervised_contrastive_loss(features, positives, candidates, temperature=0.1)
+    assert value.item() == pytest.approx(total / anchors, rel=1e-9)
+    assert supervised_contrastive_loss(features, torch.zeros(6, 6, dtype=torch.bool), candidates).item() == 0.0
+
+
+def test_ood_and_coral_against_their_formulas():
+    scores, targets = torch.tensor([[0.9, 0.2], [0.3, 0.6]]), torch.tensor([[1, 0], [0, 1]])
+    direct = (
+        -sum(
+            t * math.log(s) + (1 - t) * math.log(1 - s)
+            for s, t in zip(scores.flatten().tolist(), targets.flatten().tolist(), strict=True)
+        )
+        / 4
+    )
+    assert ood_bce_loss(scores, targets).item() == pytest.approx(direct, rel=1e-6)
+    torch.manual_seed(0)
+    a, b = torch.randn(30, 3, dtype=torch.float64), torch.randn(40, 3, dtype=torch.float64) * 2
+    ca, cb = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    assert coral_loss(a, b).item() == pytest.approx(((ca - cb) ** 2).sum() / 36, rel=1e-9)
+    assert coral_loss(a, a).item() == pytest.approx(0.0, abs=1e-12)
