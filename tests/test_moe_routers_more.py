@@ -192,3 +192,64 @@ def test_ood_and_coral_against_their_formulas():
     ca, cb = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
     assert coral_loss(a, b).item() == pytest.approx(((ca - cb) ** 2).sum() / 36, rel=1e-9)
     assert coral_loss(a, a).item() == pytest.approx(0.0, abs=1e-12)
+
+
+# -------------------------------------------------------------------------------------------- moe++
+def _moepp(**options):
+    from gemlab.moe.routers.moepp import MoEPlusPlusRouter
+
+    torch.manual_seed(0)
+    router = MoEPlusPlusRouter(DIM, 2, k=1, zero_experts=1, copy_experts=1, constant_experts=1, **options)
+    return router, MoELayer(router=router, experts=Experts(2, DIM, 8))
+
+
+def _force(router, expert):
+    """Make every token choose ``expert`` (index over FFN, zero, copy, constant experts)."""
+    with torch.no_grad():
+        router.gate.weight.zero_()
+        router.gate.weight[expert] = 0.0
+        router.gate.weight[expert, 0] = 50.0
+
+
+def test_moepp_zero_copy_and_constant_experts_follow_their_definitions():
+    router, layer = _moepp(gating_residual=False)
+    tokens = torch.randn(5, DIM)
+    tokens[:, 0] = 1.0
+    _force(router, 2)  # the zero expert
+    y, routing = layer(tokens)
+    assert torch.allclose(y, torch.zeros_like(y)) and sum(routing.segment_sizes) == 0
+    _force(router, 3)  # the copy expert
+    y, _ = layer(tokens)
+    torch.testing.assert_close(y, tokens)
+    _force(router, 4)  # the constant expert: a1 x + a2 v
+    with torch.no_grad():
+        router.constants.fill_(0.5)
+    y, _ = layer(tokens)
+    mix = router.constant_mix(tokens).softmax(-1)
+    torch.testing.assert_close(y, mix[:, :1] * tokens + mix[:, 1:] * 0.5)
+
+
+def test_moepp_saves_ffn_rows_and_uses_the_gating_residual():
+    router, layer = _moepp()
+    x = torch.randn(64, DIM)
+    _, routing = layer(x)
+    ffn_rows = sum(routing.segment_sizes)
+    assert ffn_rows < 64 and routing.logits.shape == (64, 5)  # some tokens took zero-computation experts
+    with torch.no_grad():
+        router.residual.weight.copy_(torch.eye(5) * 100)
+    _, steered = layer(x, previous_logits=torch.eye(5)[torch.full((64,), 3)] * 1.0)
+    assert steered.segment_sizes == [0, 0]  # the residual pushed every token to the copy expert
+
+
+def test_subset_coral_applies_only_to_domains_sharing_an_expert():
+    from gemlab.moe.subset_invariance import subset_coral_penalty
+
+    torch.manual_seed(0)
+    features = torch.randn(12, 3)
+    features[4:8] *= 3  # domain 1 differs in scale from domain 0
+    domains = torch.tensor([0] * 4 + [1] * 4 + [2] * 4)
+    apart = torch.tensor([0, 1, 2])
+    assert subset_coral_penalty(features, domains, apart).item() == 0.0
+    shared = torch.tensor([0, 0, 1])
+    expected = coral_loss(features[:4], features[4:8])
+    torch.testing.assert_close(subset_coral_penalty(features, domains, shared), expected)

@@ -15,6 +15,7 @@ from torch import nn
 from gemlab.moe.routers.class_gem import ClassGEMRouter
 from gemlab.moe.routers.damex import DAMEXRouter
 from gemlab.moe.routers.gem import GEMRouter
+from gemlab.moe.routers.moepp import MoEPlusPlusRouter
 from gemlab.moe.routers.random_router import RandomRouter
 from gemlab.moe.routers.relu import ReLURouter
 from gemlab.moe.routers.sinkhorn import SinkhornRouter
@@ -27,6 +28,7 @@ ROUTERS: dict[str, type[nn.Module]] = {
     "sinkhorn": SinkhornRouter,
     "relu": ReLURouter,
     "random": RandomRouter,
+    "moepp": MoEPlusPlusRouter,
 }
 
 # Routers whose table comes from a Plan (domain -> expert, or class -> expert).

@@ -37,13 +37,19 @@ class MoELayer(nn.Module):
         domain: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         metadata: torch.Tensor | None = None,
+        previous_logits: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Routing]:
-        """``x`` (B, T, D) or (B, D); ``domain``/``labels``/``metadata`` are per sample (B, ...)."""
+        """``x`` (B, T, D) or (B, D); ``domain``/``labels``/``metadata`` are per sample (B, ...).
+
+        ``previous_logits`` are per token (B*T, ...): the router logits of the
+        previous MoE layer, for routers with gating residuals (MoE++).
+        """
         if x.dim() not in (2, 3):
             raise ValueError(f"MoELayer: expected (B, T, D) or (B, D) input, got shape {tuple(x.shape)}")
         batch_shape = (x.shape[0], x.shape[1] if x.dim() == 3 else 1)
         tokens = x.reshape(-1, x.shape[-1])  # (B*T, D)
         context = RoutingContext.for_batch(batch_shape, domain=domain, labels=labels, metadata=metadata)
+        context.previous_logits = previous_logits
         routing = self.router(tokens, context)
         y = routing.combine(self.experts(routing.dispatch(tokens), routing.segment_sizes), tokens.shape[0])
         if self.shared_expert is not None:

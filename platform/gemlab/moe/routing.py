@@ -30,13 +30,15 @@ class RoutingContext:
     ``domain``: domain id of the token's sample (GEM, DAMEX, random);
     ``labels``: class labels (class-level GEM, supervised contrast);
     ``metadata``: per-sample features such as a location encoding (MoGE);
-    ``batch_shape``: (B, T), so routers that work per sequence (Soft MoE) can.
+    ``batch_shape``: (B, T), so routers that work per sequence (Soft MoE) can;
+    ``previous_logits``: per-token router logits of the previous MoE layer (MoE++'s gating residual).
     """
 
     batch_shape: tuple[int, int]
     domain: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     metadata: torch.Tensor | None = None
+    previous_logits: torch.Tensor | None = None
 
     @classmethod
     def for_batch(cls, batch_shape: tuple[int, int], **per_sample: torch.Tensor | None) -> RoutingContext:
