@@ -13,8 +13,10 @@ from typing import Any
 from torch import nn
 
 from gemlab.moe.routers.class_gem import ClassGEMRouter
+from gemlab.moe.routers.confidence import ConfidenceRouter
 from gemlab.moe.routers.damex import DAMEXRouter
 from gemlab.moe.routers.gem import GEMRouter
+from gemlab.moe.routers.metadata import MetadataRouter
 from gemlab.moe.routers.moepp import MoEPlusPlusRouter
 from gemlab.moe.routers.random_router import RandomRouter
 from gemlab.moe.routers.relu import ReLURouter
@@ -29,6 +31,8 @@ ROUTERS: dict[str, type[nn.Module]] = {
     "relu": ReLURouter,
     "random": RandomRouter,
     "moepp": MoEPlusPlusRouter,
+    "metadata": MetadataRouter,
+    "confidence": ConfidenceRouter,
 }
 
 # Routers whose table comes from a Plan (domain -> expert, or class -> expert).
