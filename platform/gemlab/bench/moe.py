@@ -67,13 +67,17 @@ def _cases(args: argparse.Namespace, tokens: int) -> dict[str, Callable[[], None
 
     flat = x.reshape(-1, d)
 
+    # Each step starts with cleared gradients, as a training step does after zero_grad(set_to_none=True).
     def dense_step():
+        dense.zero_grad(set_to_none=True)
         dense(flat, [flat.shape[0]]).sum().backward()
 
     def linear_step():
+        linear.zero_grad(set_to_none=True)
         linear(x).sum().backward()
 
     def moe_step(module, kwargs):
+        module.zero_grad(set_to_none=True)
         y, routing = module(x, **kwargs)
         (y.sum() + sum(routing.aux_losses.values(), torch.zeros(()))).backward()
 
