@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gemlab.moe.routers.gem import expert_table
 from gemlab.moe.routers.topk import check_weights
 from gemlab.moe.routing import RoutingContext, SparseRouting
 
@@ -25,9 +26,7 @@ class ClassGEMRouter(nn.Module):
 
     def __init__(self, dim: int, num_experts: int, table: Sequence[int], predictor_weight: float = 1.0) -> None:
         super().__init__()
-        table = torch.as_tensor(list(table), dtype=torch.long)
-        if table.numel() == 0 or int(table.min()) < 0 or int(table.max()) >= num_experts:
-            raise ValueError(f"class_gem router: table entries must be experts 0..{num_experts - 1}")
+        table = expert_table(table, num_experts, "class_gem")
         check_weights(predictor_weight=predictor_weight)
         self.register_buffer("table", table, persistent=False)
         self.predictor = nn.Linear(dim, num_experts)

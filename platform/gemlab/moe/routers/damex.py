@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gemlab.moe.routers.gem import expert_table
 from gemlab.moe.routers.topk import TopKRouter, check_weights
 from gemlab.moe.routing import RoutingContext, SparseRouting
 
@@ -26,9 +27,7 @@ class DAMEXRouter(nn.Module):
         self, dim: int, num_experts: int, table: Sequence[int], damex_weight: float = 1.0, **topk_options: float
     ) -> None:
         super().__init__()
-        table = torch.as_tensor(list(table), dtype=torch.long)
-        if table.numel() == 0 or int(table.min()) < 0 or int(table.max()) >= num_experts:
-            raise ValueError(f"damex router: table entries must be experts 0..{num_experts - 1}")
+        table = expert_table(table, num_experts, "damex")
         check_weights(damex_weight=damex_weight)
         self.topk = TopKRouter(dim, num_experts, **topk_options)
         self.register_buffer("table", table, persistent=False)

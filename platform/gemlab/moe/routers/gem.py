@@ -17,6 +17,14 @@ from torch import nn
 from gemlab.moe.routing import RoutingContext, SparseRouting
 
 
+def expert_table(table: Sequence[int], num_experts: int, router: str) -> torch.Tensor:
+    """A task -> expert table as a tensor; raises ValueError if empty or naming an expert outside 0..E-1."""
+    table = torch.as_tensor(list(table), dtype=torch.long)
+    if table.numel() == 0 or int(table.min()) < 0 or int(table.max()) >= num_experts:
+        raise ValueError(f"{router} router: table entries must be experts 0..{num_experts - 1}, got {table.tolist()}")
+    return table
+
+
 class GEMRouter(nn.Module):
     """Routes by ``context.domain`` (``key="domain"``) or ``context.labels`` (``key="label"``, class-level GEM).
 
@@ -26,10 +34,7 @@ class GEMRouter(nn.Module):
 
     def __init__(self, table: Sequence[int], num_experts: int, key: Literal["domain", "label"] = "domain") -> None:
         super().__init__()
-        table = torch.as_tensor(list(table), dtype=torch.long)
-        if table.numel() == 0 or int(table.min()) < 0 or int(table.max()) >= num_experts:
-            raise ValueError(f"gem router: table entries must be experts 0..{num_experts - 1}, got {table.tolist()}")
-        self.register_buffer("table", table, persistent=False)
+        self.register_buffer("table", expert_table(table, num_experts, "gem"), persistent=False)
         self.num_experts, self.key = num_experts, key
 
     @classmethod
