@@ -38,13 +38,16 @@ class Experts(nn.Module):
 
     def forward(self, inputs: torch.Tensor, segment_sizes: list[int]) -> torch.Tensor:
         """Run expert e on rows ``sum(sizes[:e]) .. sum(sizes[:e+1])`` of ``inputs`` (rows, dim)."""
+        # unbind, not indexing: one backward node stacks every expert's gradient once, where
+        # indexing w1[e] per expert would build (and sum) a full-size zero gradient per expert.
+        w1, b1, w2, b2 = self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0)
         outputs, start = [], 0
         for expert, size in enumerate(segment_sizes):
             if size == 0:
                 continue
             segment = inputs[start : start + size]
-            hidden = F.gelu(torch.addmm(self.b1[expert], segment, self.w1[expert]))
-            outputs.append(torch.addmm(self.b2[expert], hidden, self.w2[expert]))
+            hidden = F.gelu(torch.addmm(b1[expert], segment, w1[expert]))
+            outputs.append(torch.addmm(b2[expert], hidden, w2[expert]))
             start += size
         if not outputs:
             return inputs.new_zeros(0, self.dim)
