@@ -74,14 +74,18 @@ class SparseRouting:
         """
         n, k = expert.shape
         flat = expert.reshape(-1)
+        if k == 1 and n and bool((flat[0] >= 0) & torch.all(flat[1:] >= flat[:-1])):
+            # every token kept and already in expert order (a one-domain or sorted GEM batch):
+            # no sort, no gather, no scatter
+            counts = torch.bincount(flat, minlength=num_experts)
+            row_weight = None if weight is None else weight.reshape(-1)
+            return cls(None, row_weight, counts.tolist(), counts, aux_losses or {})
         kept = torch.nonzero(flat >= 0).squeeze(1)
         order = torch.sort(flat[kept], stable=True).indices
         rows = kept[order]
         counts = torch.bincount(flat[kept], minlength=num_experts)
         token_index = torch.div(rows, k, rounding_mode="floor")
         row_weight = None if weight is None else weight.reshape(-1)[rows]
-        if k == 1 and len(rows) == n and bool(torch.all(token_index[1:] >= token_index[:-1])):
-            token_index = None  # already in expert order: skip the gather and the scatter
         return cls(token_index, row_weight, counts.tolist(), counts, aux_losses or {})
 
     def dispatch(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,8 @@ class GEMRouter(nn.Module):
         ids = context.domain if self.key == "domain" else context.labels
         if ids is None:
             raise ValueError(f"gem router: routing by {self.key} needs `{self.key}` ids for every sample")
-        if int(ids.min()) < 0 or int(ids.max()) >= len(self.table):
+        low, high = torch.aminmax(ids)
+        if int(low) < 0 or int(high) >= len(self.table):
             raise ValueError(
                 f"gem router: {self.key} ids must be in 0..{len(self.table) - 1}, got {ids.unique().tolist()}"
             )
