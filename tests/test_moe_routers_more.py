@@ -253,3 +253,39 @@ def test_subset_coral_applies_only_to_domains_sharing_an_expert():
     shared = torch.tensor([0, 0, 1])
     expected = coral_loss(features[:4], features[4:8])
     torch.testing.assert_close(subset_coral_penalty(features, domains, shared), expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("topk", {"k": 2}),
+        ("soft", {}),
+        ("sinkhorn", {}),
+        ("relu", {"k": 2}),
+        ("moepp", {}),
+        ("random", {"num_domains": 3, "capacity": 1}),
+        ("damex", {}),
+        ("metadata", {"k": 2}),
+        ("confidence", {"groups": [[0, 1, 2], [1, 2], [2], [0]], "num_classes": 3}),
+        ("gem", {}),
+        ("class_gem", {}),
+    ],
+)
+def test_every_router_is_deterministic_under_a_seed(name, options):
+    class Plan:
+        num_experts = 4
+        assignment = np.array([1, 0, 3])
+
+    def run():
+        torch.manual_seed(7)
+        router = build_router(name, dim=DIM, num_experts=4, plan=Plan(), **options)
+        layer = MoELayer(router=router, experts=Experts(4, DIM, 16)).eval()
+        x = torch.randn(3, 5, DIM)
+        side = {
+            "domain": torch.tensor([0, 1, 2]),
+            "labels": torch.tensor([0, 2, 1]),
+            "metadata": torch.tensor([[10.0, 20.0], [30.0, -40.0], [0.0, 0.0]]),
+        }
+        return layer(x, **side)[0]
+
+    torch.testing.assert_close(run(), run(), rtol=0, atol=0)
