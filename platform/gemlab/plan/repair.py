@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gemlab.plan.errors import InfeasiblePlanError
+from gemlab.plan.exact import solve_mip, solve_subproblem_in_process
 from gemlab.plan.problem import LOAD_TOLERANCE, AssignmentProblem
 
 # Exact completion is attempted up to this many variables (100x16 solves in
@@ -108,8 +109,6 @@ def complete(problem: AssignmentProblem, assignment: np.ndarray, time_limit: flo
             "raise the capacities or lower the largest loads",
             names,
         )
-    from gemlab.plan.exact import solve_mip  # a child process; only needed on this rare path
-
     result = solve_mip(problem, time_limit=time_limit)
     if result.assignment is None:
         verdict = "no integral plan exists" if result.proven_infeasible else f"the MIP found none ({result.status})"
@@ -150,8 +149,6 @@ def solve_residual(problem: AssignmentProblem, assignment: np.ndarray, free: np.
     """
     if len(free) == 0 or len(free) * problem.num_experts > RESIDUAL_MIP_MAX_VARIABLES:
         return None
-    from gemlab.plan.exact import solve_subproblem_in_process
-
     fixed = np.ones(problem.num_tasks, dtype=bool)
     fixed[free] = False
     kept = np.where(fixed, assignment, -1)

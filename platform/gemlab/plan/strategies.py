@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from gemlab.plan.errors import InfeasiblePlanError
+from gemlab.plan.errors import InfeasiblePlanError, PlanInputError
 from gemlab.plan.exact import solve_mip
 from gemlab.plan.lp import LPSolution, solve_relaxation
 from gemlab.plan.problem import LOAD_TOLERANCE, AssignmentProblem
@@ -208,7 +208,5 @@ def validate_options(options: StrategyOptions) -> StrategyOptions:
     """Raise PlanInputError for a precision outside 1..30 or a non-positive time limit."""
     check_precision(options.precision)
     if not options.time_limit > 0:
-        from gemlab.plan.errors import PlanInputError
-
         raise PlanInputError(f"time_limit: must be > 0 seconds, got {options.time_limit}")
     return options
