@@ -90,6 +90,12 @@ def test_capacity_drops_late_tokens_and_second_choices_first():
     assert kept.tolist() == [[0, 1], [0, 2], [-1, -1], [1, -1]]
 
 
+def test_unrouted_choices_take_no_capacity():
+    # MoE++ marks zero/copy/constant choices -1: they must not fill expert 0
+    expert = torch.tensor([[-1], [-1], [0], [0]])
+    assert drop_over_capacity(expert, num_experts=2, capacity=2).tolist() == [[-1], [-1], [0], [0]]
+
+
 def test_topk_auxiliary_losses_are_weighted_and_match_their_formulas():
     layer = _layer("topk", k=1, balance_weight=0.5, z_weight=0.25)
     x = torch.randn(32, DIM)

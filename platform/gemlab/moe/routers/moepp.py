@@ -73,7 +73,7 @@ class MoEPlusPlusRouter(nn.Module):
         gate = gate / gate.sum(dim=-1, keepdim=True)
         ffn = torch.where(expert < self.num_experts, expert, -1)
         capacity = math.ceil(self.capacity_factor * tokens.shape[0] * self.k / self.num_experts)
-        ffn = drop_over_capacity(ffn.clamp_min(0), self.num_experts, capacity).masked_fill(ffn < 0, -1)
+        ffn = drop_over_capacity(ffn, self.num_experts, capacity)
         copy_weight = (gate * ((expert >= self.first_copy) & (expert < self.first_constant))).sum(dim=1)
         mix = self.constant_mix(tokens).softmax(dim=-1)  # (N, 2)
         is_constant = expert >= self.first_constant

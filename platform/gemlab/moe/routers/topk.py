@@ -30,9 +30,11 @@ def drop_over_capacity(expert: torch.Tensor, num_experts: int, capacity: int) ->
     """``expert`` (N, k) with choices beyond each expert's capacity set to -1.
 
     Priority: slot 0 of every token before slot 1, earlier tokens first.
+    Entries already -1 (no FFN expert chosen) stay -1 and take no capacity.
     """
     slot_major = expert.t().reshape(-1)  # (k*N,) slot 0 of all tokens, then slot 1 ...
-    one_hot = torch.nn.functional.one_hot(slot_major, num_experts)
+    routed = (slot_major >= 0).unsqueeze(1)
+    one_hot = torch.nn.functional.one_hot(slot_major.clamp_min(0), num_experts) * routed
     position = (one_hot.cumsum(dim=0) * one_hot).sum(dim=1) - 1  # rank of each row within its expert
     kept = torch.where(position < capacity, slot_major, torch.full_like(slot_major, -1))
     return kept.view(expert.shape[1], expert.shape[0]).t()
