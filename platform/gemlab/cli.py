@@ -2,6 +2,7 @@
 
     gemlab plan ...        plan tasks onto experts (see ``gemlab plan --help``)
     gemlab data ...        generate domains, inspect collections on disk
+    gemlab train ...       train an experiment on Ray Train (Hydra overrides)
     gemlab bench plan ...  planner speed and quality, side by side
     gemlab bench data ...  images/s for generating and loading domains
     gemlab bench moe ...   MoE layers' forward+backward time relative to a dense FFN
@@ -21,6 +22,7 @@ from gemlab.bench import data as data_bench
 from gemlab.bench import moe as moe_bench
 from gemlab.bench import plan as plan_bench
 from gemlab.data import command as data_command
+from gemlab.engine import command as train_command
 from gemlab.plan import command as plan_command
 
 
@@ -37,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add(commands, "plan", plan_command, "plan tasks (datasets, classes) onto experts")
     _add(commands, "data", data_command, "generate domains and inspect collections")
+    _add(commands, "train", train_command, "train an experiment on Ray (expert-parallel for planned routers)")
     benchmarks = commands.add_parser("bench", help="benchmarks that print side-by-side ratios")
     targets = benchmarks.add_subparsers(dest="target", required=True)
     _add(targets, "plan", plan_bench, "planner speed and quality vs direct LP / scipy / MIP")

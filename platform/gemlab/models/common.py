@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from gemlab.moe.experts import Experts
+from gemlab.moe.experts import ExpertFFN, Experts
 from gemlab.moe.factory import build_router
 from gemlab.moe.layer import MoELayer
+from gemlab.moe.routers.metadata import MetadataRouter
 from gemlab.moe.routing import Routing
 
 
@@ -34,11 +35,22 @@ class ModelOutput:
         return cls(logits, aux, routings)
 
 
-def moe_layer(router: Mapping[str, Any], dim: int, hidden: int, num_experts: int, plan=None) -> MoELayer:
-    """An MoE layer from a router config ``{"name": "topk", "k": 2, ...}`` (and the plan, for gem)."""
+def moe_layer(
+    router: Mapping[str, Any],
+    dim: int,
+    hidden: int,
+    num_experts: int,
+    plan=None,
+    local_experts: Sequence[int] | None = None,
+) -> MoELayer:
+    """An MoE layer from a router config ``{"name": "topk", "k": 2, ...}`` (and the plan, for gem).
+
+    ``local_experts`` builds only those experts (an expert-parallel worker's share); None builds all.
+    """
     options = dict(router)
     name = options.pop("name")
-    return MoELayer(
-        router=build_router(name, dim=dim, num_experts=num_experts, plan=plan, **options),
-        experts=Experts(num_experts, dim, hidden),
-    )
+    built = build_router(name, dim=dim, num_experts=num_experts, plan=plan, **options)
+    experts = Experts(num_experts, dim, hidden, local_experts)
+    if isinstance(built, MetadataRouter):  # MoGE: a shared expert beside the routed ones, CKA over the experts
+        return MoELayer(router=built.attach(experts), experts=experts, shared_expert=ExpertFFN(dim, hidden))
+    return MoELayer(router=built, experts=experts)

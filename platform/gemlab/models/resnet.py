@@ -7,7 +7,7 @@ linear classifier. Weights are random or read from a local checkpoint file
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class MoEResNet(nn.Module):
         hidden: int = 1024,
         checkpoint: str | Path | None = None,
         plan=None,
+        local_experts: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         trunk = resnet18(weights=None)
@@ -40,8 +41,12 @@ class MoEResNet(nn.Module):
             trunk.load_state_dict(state, strict=False)
         trunk.fc = nn.Identity()
         self.trunk = trunk
-        self.experts = moe_layer(router, FEATURES, hidden, num_experts, plan)
+        self.experts = moe_layer(router, FEATURES, hidden, num_experts, plan, local_experts)
         self.head = nn.Linear(FEATURES, num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 512) pooled trunk features: the router-free backbone of GEM's affinity."""
+        return self.trunk(images)
 
     def forward(
         self,

@@ -8,7 +8,7 @@ Only the router config changes between experiments; the trunk is the same.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -52,6 +52,7 @@ class MoEViT(nn.Module):
         heads: int = 4,
         mlp_ratio: int = 4,
         plan=None,
+        local_experts: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -63,13 +64,25 @@ class MoEViT(nn.Module):
             _Block(
                 dim,
                 heads,
-                moe_layer(router, dim, hidden, num_experts, plan)
+                moe_layer(router, dim, hidden, num_experts, plan, local_experts)
                 if i % 2
                 else nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)),
             )
             for i in range(depth)
         )
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, dim) mean token after the dense blocks before the first MoE block: the router-free stem.
+
+        The frozen backbone of GEM's affinity: it must not depend on the router being planned.
+        """
+        x = self.patches(images).flatten(2).transpose(1, 2) + self.position
+        for block in self.blocks:
+            if not isinstance(block.ffn, nn.Sequential):
+                break
+            x = block(x, [])
+        return x.mean(dim=1)
 
     def forward(
         self,

@@ -1,1 +1,1 @@
-"""Mixture-of-experts layers: batched FFN experts and every router the experiments compare."""
+"""Mixture-of-experts layers: per-expert FFNs and every router the experiments compare."""

@@ -1,0 +1,160 @@
+"""The experiment config: composed by Hydra from ``experiments/``, checked before Ray starts anything.
+
+    cfg = compose_config(["experiment=quickstart", "router=topk", "moe.num_experts=4"])
+    run_name(cfg)          # 'quickstart-topk-1f0c2a9b': same experiment keys, same folder
+
+The run name hashes only the keys that define *what* is trained. Keys that
+say *how* or *how long* (worker count, step budget, failures allowed, where
+to store) are left out, so that rerunning with more workers or a larger
+budget continues the same run instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+import gemlab
+
+# The repository's experiments/ folder (the package lives in <repo>/platform/gemlab).
+DEFAULT_CONFIG_DIR = Path(gemlab.__file__).resolve().parents[2] / "experiments"
+
+# Keys that do not change what is trained: a rerun that changes only these continues the run.
+NOT_IDENTITY = ("name", "resume", "storage_path", "address", "baselines", "testing")
+NOT_IDENTITY_TRAINER = (
+    "num_workers",
+    "use_gpu",
+    "cpus_per_worker",
+    "max_steps",
+    "max_failures",
+    "keep_checkpoints",
+    "verbose",
+)
+RESUME_MODES = ("auto", "never")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key and the value."""
+
+
+def compose_config(overrides: Sequence[str], config_dir: str | Path | None = None) -> DictConfig:
+    """The config of ``experiments/config.yaml`` with Hydra ``overrides``; raises ConfigError, naming the override.
+
+    Hydra's struct mode turns an override of a key that does not exist into an error rather than a new key.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    folder = Path(config_dir or DEFAULT_CONFIG_DIR).resolve()
+    if not (folder / "config.yaml").is_file():
+        raise ConfigError(f"config dir {folder}: no config.yaml there")
+    try:
+        with initialize_config_dir(config_dir=str(folder), version_base=None, job_name="gemlab"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        message = str(error).split("\nConfig search path")[0].strip()  # the search path is noise to a user
+        raise ConfigError(f"config: {message}") from None
+    validate(cfg)
+    return cfg
+
+
+def _require(condition: bool, key: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"config: {key}={value!r}: expected {expected}")
+
+
+def worker_range(cfg: DictConfig) -> tuple[int, int]:
+    """(min, max) workers: equal for a fixed count, a range for elastic ``[min, max]``."""
+    value = cfg.trainer.num_workers
+    counts = list(value) if OmegaConf.is_list(value) else [value, value]
+    ok = len(counts) == 2 and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)
+    _require(
+        ok and counts[0] <= counts[1],
+        "trainer.num_workers",
+        OmegaConf.to_object(value) if OmegaConf.is_list(value) else value,
+        "an integer >= 1 or [min, max] with 1 <= min <= max",
+    )
+    return counts[0], counts[1]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for values no run can use (the router's own options are checked when it is built)."""
+    worker_range(cfg)
+    trainer = cfg.trainer
+    for key in ("max_steps", "batch_size", "eval_interval", "eval_batch_size", "keep_checkpoints"):
+        value = trainer[key]
+        _require(isinstance(value, int) and value >= 1, f"trainer.{key}", value, "an integer >= 1")
+    _require(
+        isinstance(trainer.max_failures, int) and trainer.max_failures >= 0,
+        "trainer.max_failures",
+        trainer.max_failures,
+        "an integer >= 0",
+    )
+    _require(trainer.lr > 0 and trainer.weight_decay >= 0, "trainer.lr", trainer.lr, "lr > 0, weight_decay >= 0")
+    _require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
+    _require(cfg.resume in RESUME_MODES, "resume", cfg.resume, f"one of {RESUME_MODES}")
+    _require(
+        isinstance(cfg.moe.num_experts, int) and cfg.moe.num_experts >= 1,
+        "moe.num_experts",
+        cfg.moe.num_experts,
+        "an integer >= 1",
+    )
+    _require(cfg.data.source in ("digits", "collection"), "data.source", cfg.data.source, "digits or collection")
+    _require(cfg.model.name in ("vit", "resnet"), "model.name", cfg.model.name, "vit or resnet")
+    _require(cfg.plan.level in ("domain", "class"), "plan.level", cfg.plan.level, "domain or class")
+    _require(
+        isinstance(cfg.tag, str) and cfg.tag.replace("_", "").replace("-", "").isalnum(),
+        "tag",
+        cfg.tag,
+        "letters, digits, - and _",
+    )
+    if cfg.name is not None:
+        _require(
+            isinstance(cfg.name, str) and cfg.name.replace("_", "").replace("-", "").isalnum(),
+            "name",
+            cfg.name,
+            "letters, digits, - and _ (a folder name)",
+        )
+    fail = cfg.testing.fail_once_at_step
+    _require(
+        fail is None or (isinstance(fail, int) and 1 <= fail <= trainer.max_steps),
+        "testing.fail_once_at_step",
+        fail,
+        f"null or a step in 1..{trainer.max_steps}",
+    )
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """The keys that define what is trained (see the module docstring), as plain data."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_IDENTITY:
+        data.pop(key, None)
+    for key in NOT_IDENTITY_TRAINER:
+        data["trainer"].pop(key, None)
+    return data
+
+
+def identity_digest(cfg: DictConfig) -> str:
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``cfg.name``, or ``<tag>-<router>-<8 hex digits of the experiment keys>``."""
+    return cfg.name or f"{cfg.tag}-{cfg.router.name}-{identity_digest(cfg)[:8]}"
+
+
+def default_capacity(num_tasks: int, num_experts: int) -> int:
+    """The fewest tasks per expert that hold every task: ceil(tasks / experts)."""
+    return math.ceil(num_tasks / num_experts)
+
+
+def as_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain dicts and lists (what crosses into Ray workers and checkpoints)."""
+    return OmegaConf.to_container(cfg, resolve=True)

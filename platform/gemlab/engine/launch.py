@@ -1,0 +1,138 @@
+"""The driver's side of a run: Ray, the ``TorchTrainer``, and live progress.
+
+With no address (and no ``RAY_ADDRESS``) ``ray.init`` starts a local Ray;
+with one, the same command runs on that cluster. The plan is ``ray.put``
+once and its ObjectRef travels in the train-loop config. ``fit()`` runs in a
+thread while this one drains the progress queue that rank 0 fills, so the
+user sees one line per evaluation instead of Ray's logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_errors
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from gemlab.engine.config import ConfigError, as_plain, identity_digest, worker_range
+from gemlab.engine.loop import train_loop
+from gemlab.engine.prepare import Prepared, plan_fingerprint
+
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
+
+
+@dataclass
+class RunResult:
+    prepared: Prepared
+    history: list[dict[str, Any]]
+    workers: list[dict[str, Any]] = field(default_factory=list)  # each worker start: rank, experts, plan digest
+    seconds: float = 0.0
+    first_step_seconds: float | None = None  # from launch to the first evaluation record
+
+
+def ensure_ray(address: str | None, verbose: bool) -> None:
+    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray; reuse one already initialised."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if address is None and "RAY_ADDRESS" not in os.environ:
+        # a Ray started here serves this process alone: a stray ~/.ray/auth_token must not switch on token auth
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        address=address,
+        log_to_driver=verbose,
+        logging_level=logging.INFO if verbose else logging.WARNING,
+        runtime_env={"env_vars": QUIET_ENV},
+    )
+
+
+def check_resources(prepared: Prepared) -> None:
+    """Refuse more workers than the cluster has CPUs (or GPUs) for, before any worker is started."""
+    import ray
+
+    trainer = prepared.cfg.trainer
+    minimum, _ = worker_range(prepared.cfg)
+    available = ray.cluster_resources()
+    needs = {"CPU": minimum * trainer.cpus_per_worker, **({"GPU": minimum} if trainer.use_gpu else {})}
+    for resource, amount in needs.items():
+        if available.get(resource, 0) < amount:
+            raise ConfigError(
+                f"trainer.num_workers={minimum} needs {amount:g} {resource}s, "
+                f"the Ray cluster has {available.get(resource, 0):g}"
+            )
+
+
+def _trainer(prepared: Prepared, shared_ref, progress):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cfg = prepared.cfg
+    minimum, maximum = worker_range(cfg)
+    meta = {
+        "plan_fingerprint": plan_fingerprint(prepared.plan),
+        "num_experts": cfg.moe.num_experts,
+        "identity_digest": identity_digest(cfg),
+    }
+    return TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "cfg": as_plain(cfg),
+            "shared": shared_ref,
+            "run_dir": str(prepared.run_dir),
+            "meta": meta,
+            "progress": progress,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=minimum if minimum == maximum else (minimum, maximum),
+            use_gpu=cfg.trainer.use_gpu,
+            resources_per_worker={"CPU": cfg.trainer.cpus_per_worker, **({"GPU": 1} if cfg.trainer.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=prepared.name,
+            storage_path=str(prepared.run_dir.parent),
+            failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.trainer.keep_checkpoints),
+        ),
+    )
+
+
+def run_training(prepared: Prepared, on_event: Callable[[dict[str, Any]], None]) -> RunResult:
+    """Fit the run on the connected Ray; ``on_event`` sees each worker start and each evaluation record."""
+    import ray
+    from ray.util.queue import Queue
+
+    check_resources(prepared)
+    started = time.perf_counter()
+    shared_ref = ray.put({"plan": prepared.plan, "table": prepared.table})
+    progress = Queue()
+    result = RunResult(prepared, [])
+
+    def drain(timeout: float) -> None:
+        try:
+            event = progress.get(timeout=timeout)
+        except queue_errors.Empty:
+            return
+        if event["event"] == "start":
+            result.workers.append(event)
+        elif result.first_step_seconds is None:
+            result.first_step_seconds = time.perf_counter() - started
+        on_event(event)
+
+    with ThreadPoolExecutor(1) as pool:
+        fitting = pool.submit(_trainer(prepared, shared_ref, progress).fit)
+        while not fitting.done():
+            drain(timeout=0.2)
+        while not progress.empty():
+            drain(timeout=0.2)
+        outcome = fitting.result()  # raises TrainingFailedError when the run failed for good
+    ray.kill(progress.actor)
+    result.history = outcome.return_value or []
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,137 @@
+"""The Ray Train loop: every worker runs :func:`train_loop`; rank 0 also keeps the run's history.
+
+Every ``eval_interval`` steps all ranks evaluate their domains, rank 0
+gathers the results into one record, and every rank reports its checkpoint
+shard in the same ``ray.train.report`` call (a barrier). Rank 0 also pushes
+the record to the driver's progress queue, which prints one line per
+evaluation and writes TensorBoard events while the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from gemlab.engine.checkpoint import read_checkpoint, write_checkpoint
+from gemlab.engine.worker import Worker, role_summary
+
+
+def _gather(value: Any) -> list[Any]:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+class _Window:
+    """Step statistics since the last evaluation, on one rank."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.steps, self.started = 0, time.perf_counter()
+
+    def add(self, stats: dict[str, float]) -> None:
+        self.steps += 1
+        for key, value in stats.items():
+            self.sums[key] += value
+
+    def summary(self) -> dict[str, Any]:
+        means = {k: v / self.steps for k, v in self.sums.items()}
+        return {"means": means, "steps": self.steps, "seconds": time.perf_counter() - self.started}
+
+
+def _record(worker: Worker, window: _Window, step: int) -> dict[str, Any] | None:
+    """Gather every rank's evaluation and step statistics; rank 0 gets the run's record, others None."""
+    mine = {
+        "evaluation": worker.evaluate(),
+        "window": window.summary(),
+        "mass": worker.role.mass,
+        "samples": window.steps * worker.cfg["trainer"]["batch_size"] if worker.sampler else 0,
+        "bytes": worker.sync.bytes_per_step if worker.sync.active else 0,
+    }
+    ranks = _gather(mine)
+    if worker.role.rank != 0:
+        return None
+    names = worker.mixture.names
+    evaluation = {names[d]: result for r in ranks for d, result in r["evaluation"].items()}
+    train: dict[str, float] = defaultdict(float)
+    for r in ranks:  # the mixture objective: each rank's mean weighted by its mass
+        for key, value in r["window"]["means"].items():
+            train[key] += r["mass"] * value
+    seconds = max(r["window"]["seconds"] for r in ranks)
+    return {
+        "step": step,
+        "domains": {name: evaluation[name] for name in names if name in evaluation},
+        "train": dict(train),
+        "samples_per_s": sum(r["samples"] for r in ranks) / seconds if seconds > 0 else 0.0,
+        "allreduce_bytes_per_step": sum(r["bytes"] for r in ranks),
+    }
+
+
+def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The record as flat scalars, for ``ray.train.report`` (and Tune's schedulers)."""
+    accuracies = [r["accuracy"] for r in record["domains"].values()]
+    metrics = {"step": record["step"], "accuracy": sum(accuracies) / len(accuracies)}
+    metrics.update({f"accuracy/{name}": r["accuracy"] for name, r in record["domains"].items()})
+    metrics.update({f"train/{key}": value for key, value in record["train"].items()})
+    return metrics
+
+
+def _maybe_fail(cfg: dict[str, Any], run_dir: Path, step: int, rank: int, world_size: int) -> None:
+    """The fault-tolerance test hook: the last rank dies once at ``testing.fail_once_at_step``."""
+    if cfg["testing"]["fail_once_at_step"] != step or rank != world_size - 1:
+        return
+    marker = run_dir / f".failed-once-at-{step}"
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"testing.fail_once_at_step={step}: injected worker failure on rank {rank}")
+
+
+def train_loop(config: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Ray Train's ``train_loop_per_worker``; returns the run's full history on rank 0."""
+    import ray
+    import ray.train
+
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    shared = ray.get(config["shared"])  # put once by the driver: every worker reads the same plan
+    cfg, run_dir, progress = config["cfg"], Path(config["run_dir"]), config.get("progress")
+    worker = Worker(cfg, shared["plan"], shared["table"], rank, world_size)
+    meta = dict(config["meta"])
+    step, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            step, history = read_checkpoint(Path(folder), worker.model, worker.optimizer, meta)
+    if progress is not None:
+        plan_sha = hashlib.sha256((shared["plan"].to_json() if shared["plan"] else "").encode()).hexdigest()
+        progress.put({"event": "start", "start_step": step, "plan_sha256": plan_sha, **role_summary(worker.role)})
+    trainer = cfg["trainer"]
+    window = _Window()
+    while step < trainer["max_steps"]:
+        step += 1
+        _maybe_fail(cfg, run_dir, step, rank, world_size)
+        window.add(worker.step(step))
+        if step % trainer["eval_interval"] and step != trainer["max_steps"]:
+            continue
+        record = _record(worker, window, step)
+        if record is not None:
+            history.append(record)
+        with tempfile.TemporaryDirectory() as folder:
+            write_checkpoint(Path(folder), worker.model, worker.optimizer, worker.role, {**meta, "step": step}, history)
+            ray.train.report(
+                flat_metrics(record) if record else {"step": step},
+                checkpoint=ray.train.Checkpoint.from_directory(folder),
+                checkpoint_dir_name=f"checkpoint-{step:07d}",
+            )
+        if record is not None and progress is not None:
+            progress.put({"event": "eval", **record})
+        window = _Window()
+    return history if rank == 0 else None

@@ -1,0 +1,139 @@
+"""What a run leaves behind and prints: progress lines, TensorBoard events, ``results.parquet``, a summary.
+
+``results.parquet`` is long-form -- one row per run x domain x metric x step,
+with the config's key fields as columns -- so that a sweep's or several
+runs' tables concatenate, and reports are group-bys over one schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from gemlab.engine.model import needs_plan
+from gemlab.files import atomic_path
+
+RESULTS_FILE, TENSORBOARD_DIR = "results.parquet", "tensorboard"
+ALL_DOMAINS = "all"  # the domain column of run-level metrics (mean accuracy, losses, speed)
+
+
+def key_fields(cfg: DictConfig, name: str) -> dict[str, Any]:
+    """The config's identifying columns; planner fields only for routers that use a plan."""
+    planned = needs_plan(cfg)
+    return {
+        "run": name,
+        "tag": cfg.tag,
+        "router": cfg.router.name,
+        "strategy": cfg.plan.strategy if planned else None,
+        "precision": cfg.plan.precision if planned and cfg.plan.strategy == "gem" else None,
+        "num_experts": cfg.moe.num_experts,
+        "seed": cfg.seed,
+    }
+
+
+def record_metrics(record: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """(domain, metric, value) triples of one evaluation record."""
+    rows = []
+    for domain, result in record["domains"].items():
+        rows += [(domain, "accuracy", result["accuracy"]), (domain, "loss", result["loss"])]
+        rows += [(domain, f"expert_load/{j}", share) for j, share in enumerate(result["expert_load"])]
+    accuracies = [r["accuracy"] for r in record["domains"].values()]
+    rows.append((ALL_DOMAINS, "accuracy", sum(accuracies) / len(accuracies)))
+    rows += [(ALL_DOMAINS, f"train/{key}", value) for key, value in record["train"].items()]
+    rows.append((ALL_DOMAINS, "samples_per_s", record["samples_per_s"]))
+    rows.append((ALL_DOMAINS, "allreduce_bytes_per_step", float(record["allreduce_bytes_per_step"])))
+    return rows
+
+
+def write_results(run_dir: Path, cfg: DictConfig, name: str, history: Sequence[dict[str, Any]]) -> Path:
+    """``results.parquet`` of the whole history, written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fields = key_fields(cfg, name)
+    rows = [
+        {**fields, "domain": domain, "metric": metric, "step": record["step"], "value": float(value)}
+        for record in history
+        for domain, metric, value in record_metrics(record)
+    ]
+    schema = pa.schema(
+        [
+            ("run", pa.string()), ("tag", pa.string()), ("router", pa.string()), ("strategy", pa.string()),
+            ("precision", pa.int64()), ("num_experts", pa.int64()), ("seed", pa.int64()),
+            ("domain", pa.string()), ("metric", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
+        ]
+    )  # fmt: skip
+    path = run_dir / RESULTS_FILE
+    with atomic_path(path) as temp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), temp)
+    return path
+
+
+class TensorBoardLog:
+    """Scalars per domain and per loss, and the routing heatmap as an image, for each evaluation."""
+
+    def __init__(self, run_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR))
+
+    def add(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        for domain, metric, value in record_metrics(record):
+            if not metric.startswith("expert_load/"):
+                self.writer.add_scalar(f"{metric}/{domain}", value, step)
+        self.writer.add_figure("routing/expert_load", routing_heatmap(record), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def routing_heatmap(record: dict[str, Any]):
+    """Domain x expert share of routed tokens, as a matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    domains = list(record["domains"])
+    loads = np.array([record["domains"][d]["expert_load"] for d in domains])
+    figure, axes = plt.subplots(figsize=(1.2 + 0.6 * loads.shape[1], 1.0 + 0.4 * len(domains)))
+    image = axes.imshow(loads, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    axes.set_xticks(range(loads.shape[1]), [str(j) for j in range(loads.shape[1])])
+    axes.set_yticks(range(len(domains)), domains)
+    axes.set_xlabel("expert")
+    axes.set_title(f"share of tokens, step {record['step']}")
+    figure.colorbar(image, ax=axes, label="share")
+    figure.tight_layout()
+    return figure
+
+
+def progress_line(label: str, record: dict[str, Any], max_steps: int) -> str:
+    """One readable line per evaluation."""
+    domains = record["domains"]
+    mean = sum(r["accuracy"] for r in domains.values()) / len(domains)
+    per_domain = " ".join(f"{name} {r['accuracy']:.3f}" for name, r in domains.items())
+    loss = record["train"].get("loss")
+    loss_text = f"loss {loss:.3f}  " if loss is not None else ""
+    return (
+        f"[{label}] step {record['step']:>5}/{max_steps}  {loss_text}acc {mean:.3f}  ({per_domain})  "
+        f"{record['samples_per_s']:,.0f} samples/s"
+    )
+
+
+def comparison_table(columns: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """Per-domain accuracy of several runs' last evaluations, side by side (Markdown)."""
+    domains = list(columns[0][1]["domains"])
+    header = "| domain | " + " | ".join(label for label, _ in columns) + " |"
+    lines = [header, "|---|" + "---:|" * len(columns)]
+    for domain in domains:
+        cells = [f"{record['domains'][domain]['accuracy']:.3f}" for _, record in columns]
+        lines.append(f"| {domain} | " + " | ".join(cells) + " |")
+    means = [sum(r["accuracy"] for r in rec["domains"].values()) / len(rec["domains"]) for _, rec in columns]
+    lines.append("| **mean** | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,186 @@
+"""Everything the driver settles before Ray starts a worker: data, affinity, plan, run folder.
+
+Bad input must fail here, in seconds and with a message naming the key or
+file, not minutes later inside a worker: the data are read, the router and
+model are built once, the plan is solved, and the run folder is checked
+(writable; if it holds a run, that run is this experiment with this plan).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from gemlab.data.errors import DataError
+from gemlab.data.mixture import DomainMixture
+from gemlab.engine.config import ConfigError, as_plain, default_capacity, identity, identity_digest, run_name
+from gemlab.engine.data import DomainTensors, build_mixture, resolve
+from gemlab.engine.model import build_model, needs_plan, routing_table
+from gemlab.files import write_text_atomically
+from gemlab.plan.affinity import affinity_from_features
+from gemlab.plan.errors import PlanError
+from gemlab.plan.plan import Plan
+from gemlab.plan.planner import make_plan
+from gemlab.plan.problem import AssignmentProblem
+from gemlab.plan.strategies import StrategyOptions
+
+RUN_FILE, PLAN_FILE = "run.json", "plan.json"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    cfg: DictConfig
+    name: str
+    run_dir: Path
+    mixture: DomainMixture
+    plan: Plan | None
+    table: tuple[int, ...] | None  # domain -> expert for expert-parallel routers, else None
+
+
+def plan_fingerprint(plan: Plan | None) -> str | None:
+    """What expert shards depend on: task and expert names and the assignment (not float costs)."""
+    if plan is None:
+        return None
+    key = [list(plan.task_names), list(plan.expert_names), plan.assignment.tolist()]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()
+
+
+def _load_backbone(model: torch.nn.Module, path: str) -> None:
+    file = resolve(path)
+    if not file.is_file():
+        raise ConfigError(f"affinity.backbone={path!r}: no such file {file}")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not set(state) & set(model.state_dict()):
+        raise ConfigError(f"affinity.backbone={path!r}: {file} holds no weights of model {type(model).__name__}")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        raise ConfigError(f"affinity.backbone={path!r}: {file} does not fit this model: {error}") from None
+
+
+@torch.no_grad()
+def task_features(cfg: DictConfig, mixture: DomainMixture) -> tuple[np.ndarray, list[str]]:
+    """Mean stem feature of each task (domain, or global class) on the calibration split.
+
+    The stem is built before any MoE layer, so its initialisation -- and so
+    the plan -- does not depend on the router; a stand-in top-1 router keeps
+    the planned routers (which need this very plan) out of the loop.
+    """
+    stand_in = {**as_plain(cfg), "router": {"name": "topk", "k": 1}}
+    model = build_model(stand_in, mixture).eval()
+    if cfg.affinity.backbone != "init":
+        _load_backbone(model, cfg.affinity.backbone)
+    tensors, split = DomainTensors(mixture, cfg.data.image_size), cfg.data.calibration_split
+    by_domain = cfg.plan.level == "domain"
+    num_tasks = len(mixture.domains) if by_domain else len(mixture.labels.names)
+    sums, counts = None, np.zeros(num_tasks)
+    for d in range(len(mixture.domains)):
+        part = tensors.split(d, split)
+        take = np.random.default_rng([cfg.seed, d]).permutation(len(part["labels"]))[: cfg.affinity.samples_per_domain]
+        features = model.features(part["images"][torch.as_tensor(take)]).double().numpy()
+        tasks = np.full(len(take), d) if by_domain else part["labels"][torch.as_tensor(take)].numpy()
+        sums = np.zeros((num_tasks, features.shape[1])) if sums is None else sums
+        np.add.at(sums, tasks, features)
+        np.add.at(counts, tasks, 1)
+    names = list(mixture.names) if by_domain else list(mixture.labels.names)
+    missing = [names[t] for t in np.flatnonzero(counts == 0)]
+    if missing:
+        raise ConfigError(f"data.calibration_split={split!r}: no calibration samples of {missing}")
+    return sums / counts[:, None], names
+
+
+def solve_plan(cfg: DictConfig, mixture: DomainMixture) -> Plan:
+    """GEM's plan: affinity of task features to k-means++ anchors, then the configured strategy."""
+    means, names = task_features(cfg, mixture)
+    num_experts = cfg.moe.num_experts
+    capacity = cfg.plan.capacity or default_capacity(len(names), num_experts)
+    try:
+        costs = affinity_from_features(means, names, num_experts, cfg.seed)
+        problem = AssignmentProblem.count(costs.costs, capacity, costs.task_names, costs.expert_names)
+        options = StrategyOptions(precision=cfg.plan.precision, seed=cfg.seed, time_limit=cfg.plan.time_limit)
+        return make_plan(problem, cfg.plan.strategy, options)
+    except PlanError as error:
+        raise ConfigError(f"plan: {error}") from None
+
+
+def run_folder(cfg: DictConfig, name: str) -> Path:
+    """``storage_path/name``, created; raises ConfigError if the storage path is not writable."""
+    storage = resolve(cfg.storage_path)
+    folder = storage / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{uuid.uuid4().hex}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"storage_path={cfg.storage_path!r}: cannot write to {folder}: {error}") from None
+    return folder
+
+
+def check_resumable(cfg: DictConfig, run_dir: Path, plan: Plan | None) -> None:
+    """Refuse a run folder holding another experiment, another plan, or any run when ``resume=never``."""
+    record = run_dir / RUN_FILE
+    if not record.exists():
+        return
+    if cfg.resume == "never":
+        raise ConfigError(f"resume=never: {run_dir} already holds a run; choose another name or resume=auto")
+    previous = json.loads(record.read_text())
+    if previous["identity_digest"] != identity_digest(cfg):
+        old, new = _flatten(previous["identity"]), _flatten(identity(cfg))
+        changed = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+        raise ConfigError(f"{run_dir} holds a run of another config (changed: {changed}); choose another name")
+    if previous["plan_fingerprint"] != plan_fingerprint(plan):
+        raise ConfigError(
+            f"{run_dir} was trained with another plan than the one just solved ({run_dir / PLAN_FILE}); "
+            "its expert shards would not fit: choose another name or restore the data it was planned on"
+        )
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def with_absolute_paths(cfg: DictConfig) -> DictConfig:
+    """A copy whose file paths are absolute: workers run elsewhere, and another folder is another experiment."""
+    cfg = cfg.copy()
+    cfg.data.path = str(resolve(cfg.data.path))
+    if "://" not in cfg.storage_path:
+        cfg.storage_path = str(resolve(cfg.storage_path))
+    if cfg.affinity.backbone != "init":
+        cfg.affinity.backbone = str(resolve(cfg.affinity.backbone))
+    return cfg
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Data, plan and run folder for ``cfg``; raises ConfigError before any worker starts."""
+    cfg = with_absolute_paths(cfg)
+    try:
+        mixture = build_mixture(cfg.data, cfg.seed, generate=True)
+    except DataError as error:
+        raise ConfigError(f"data: {error}") from None
+    plan = solve_plan(cfg, mixture) if needs_plan(cfg) else None
+    table = routing_table(cfg, mixture, plan)
+    build_model(as_plain(cfg), mixture, plan)  # router and model options are checked here, not in a worker
+    name = run_name(cfg)
+    run_dir = run_folder(cfg, name)
+    check_resumable(cfg, run_dir, plan)
+    record = {
+        "identity": identity(cfg),
+        "identity_digest": identity_digest(cfg),
+        "plan_fingerprint": plan_fingerprint(plan),
+    }
+    write_text_atomically(run_dir / RUN_FILE, json.dumps(record, indent=2, sort_keys=True))
+    if plan is not None:
+        plan.save(run_dir / PLAN_FILE)
+    return Prepared(cfg, name, run_dir, mixture, plan, table)

@@ -1,0 +1,83 @@
+"""One training worker: its role, its share of the model, and one optimisation step.
+
+Independent of Ray: the Ray train loop (:mod:`.loop`) drives it, and tests
+drive it directly inside a plain ``torch.distributed`` process group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from gemlab.data.sampler import MixtureSampler
+from gemlab.engine.data import DomainTensors, build_mixture
+from gemlab.engine.evaluate import evaluate_domains, model_inputs
+from gemlab.engine.model import build_model
+from gemlab.engine.parallel import GradientSync, WorkerRole, data_parallel_role, expert_parallel_role
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed of one rank's step: a restored run replays the very random streams it would have used."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+class Worker:
+    """Builds this rank's model (shared trunk + its experts), optimizer, gradient sync and sampler."""
+
+    def __init__(self, cfg: Mapping[str, Any], plan, table: tuple[int, ...] | None, rank: int, world_size: int):
+        self.cfg = cfg
+        self.mixture = build_mixture(cfg["data"], cfg["seed"])
+        num_experts = cfg["moe"]["num_experts"]
+        if table is not None:
+            self.role = expert_parallel_role(table, self.mixture.weights, num_experts, rank, world_size)
+        else:
+            self.role = data_parallel_role(len(self.mixture.domains), num_experts, rank, world_size)
+        self.model = build_model(cfg, self.mixture, plan, self.role.local_experts).train()
+        trainer = cfg["trainer"]
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=trainer["lr"], weight_decay=trainer["weight_decay"]
+        )
+        self.sync = GradientSync(self.model, self.role)
+        self.tensors = DomainTensors(self.mixture, cfg["data"]["image_size"])
+        self.sampler = (
+            MixtureSampler(self.mixture, trainer["batch_size"], cfg["seed"], rank, self.role.train_domains)
+            if self.role.train_domains
+            else None
+        )
+
+    def backward(self, step: int) -> dict[str, float]:
+        """Forward this rank's batch of ``step``, backward its mass-scaled loss, all-reduce; the step's losses."""
+        torch.manual_seed(step_seed(self.cfg["seed"], self.role.rank, step))
+        self.optimizer.zero_grad(set_to_none=True)
+        stats: dict[str, float] = {}
+        if self.sampler is not None:
+            batch = self.tensors.batch(self.sampler.batch(step))
+            out = self.model(batch["images"], **model_inputs(batch, with_labels=True))
+            task = F.cross_entropy(out.logits, batch["labels"])
+            ((task + out.aux_loss) * self.role.mass).backward()
+            stats = {"loss": float(task), **{f"aux/{k}": float(v) for k, v in out.aux_losses.items()}}
+        self.sync()
+        return stats
+
+    def step(self, step: int) -> dict[str, float]:
+        stats = self.backward(step)
+        self.optimizer.step()
+        return stats
+
+    def evaluate(self) -> dict[int, dict[str, Any]]:
+        split, batch_size = self.cfg["data"]["eval_split"], self.cfg["trainer"]["eval_batch_size"]
+        return evaluate_domains(self.model, self.tensors, self.role.eval_domains, split, batch_size)
+
+
+def role_summary(role: WorkerRole) -> dict[str, Any]:
+    return {
+        "rank": role.rank,
+        "world_size": role.world_size,
+        "experts": None if role.local_experts is None else list(role.local_experts),
+        "train_domains": list(role.train_domains),
+        "mass": role.mass,
+    }
