@@ -55,9 +55,9 @@ def router_config(cfg: Mapping, mixture: DomainMixture) -> dict[str, Any]:
             found = {d.name: list(d.metadata_columns) for d in mixture.domains}
             raise ConfigError(f"router=metadata: every domain needs the same metadata columns; found {found}")
         options.setdefault("metadata_dim", len(next(iter(columns))))
-    key = "label" if name == "class_gem" else "domain"
-    if name in PLANNED_ROUTERS and cfg["plan"]["level"] != key:
-        raise ConfigError(f"router={name} routes by {key}: set plan.level={key} (it is {cfg['plan']['level']})")
+    level = "class" if name == "class_gem" else "domain"
+    if name in PLANNED_ROUTERS and cfg["plan"]["level"] != level:
+        raise ConfigError(f"router={name} needs a {level}-level plan: set plan.level={level}")
     return options
 
 

@@ -59,7 +59,7 @@ class Worker:
             out = self.model(batch["images"], **model_inputs(batch, with_labels=True))
             task = F.cross_entropy(out.logits, batch["labels"])
             ((task + out.aux_loss) * self.role.mass).backward()
-            stats = {"loss": float(task), **{f"aux/{k}": float(v) for k, v in out.aux_losses.items()}}
+            stats = {"loss": task.item(), **{f"aux/{k}": v.item() for k, v in out.aux_losses.items()}}
         self.sync()
         return stats
 

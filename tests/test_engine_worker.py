@@ -1,0 +1,148 @@
+"""Worker roles, one training step for every router, evaluation, checkpoint shards -- no Ray needed."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gemlab.engine.checkpoint import CheckpointMismatch, read_checkpoint, write_checkpoint
+from gemlab.engine.config import ConfigError, as_plain, compose_config
+from gemlab.engine.parallel import data_parallel_role, expert_parallel_role, expert_parameters
+from gemlab.engine.prepare import prepare
+from gemlab.engine.worker import Worker
+
+
+def tiny(digits_dir: Path, storage: Path, *overrides: str):
+    return prepare(
+        compose_config(["experiment=tiny", f"data.path={digits_dir}", f"storage_path={storage}", *overrides])
+    )
+
+
+@pytest.mark.parametrize(("num_experts", "world"), [(4, 4), (6, 2), (5, 3), (2, 4), (3, 8)])
+def test_expert_parallel_roles_cover_the_mixture_once(num_experts, world):
+    rng = np.random.default_rng(num_experts * 10 + world)
+    table = rng.integers(num_experts, size=9).tolist()
+    weights = rng.dirichlet(np.ones(9))
+    roles = [expert_parallel_role(table, weights, num_experts, r, world) for r in range(world)]
+    assert math.isclose(sum(r.mass for r in roles), 1.0)
+    assert sorted(d for r in roles for d in r.eval_domains) == list(range(9))
+    for role in roles:
+        assert all(table[d] in role.local_experts for d in role.train_domains)
+        owned_mass = sum(weights[d] / len(role.expert_groups[table[d]]) for d in role.train_domains)
+        assert math.isclose(role.mass, owned_mass)
+    for expert in range(num_experts):  # every expert lives somewhere; replicas only when E < W
+        holders = [r.rank for r in roles if expert in r.local_experts]
+        assert holders == list(roles[0].expert_groups[expert]) and (len(holders) == 1 or num_experts < world)
+
+
+def test_data_parallel_role_replicates_everything():
+    roles = [data_parallel_role(5, 4, r, 2) for r in range(2)]
+    assert all(r.local_experts is None and r.train_domains == (0, 1, 2, 3, 4) and r.mass == 0.5 for r in roles)
+    assert roles[0].eval_domains + roles[1].eval_domains == (0, 2, 4, 1, 3)
+
+
+def test_an_expert_parallel_worker_builds_only_its_experts(digits_dir, tmp_path):
+    run = tiny(digits_dir, tmp_path, "moe.num_experts=2")
+    workers = [Worker(as_plain(run.cfg), run.plan, run.table, r, 2) for r in range(2)]
+    held = [set(expert_parameters(w.model)) for w in workers]
+    assert held[0] | held[1] == {0, 1} and not held[0] & held[1]
+    full = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1).model.state_dict()
+    for worker in workers:  # the same weights wherever an expert or the trunk is built
+        for key, value in worker.model.state_dict().items():
+            assert torch.equal(value, full[key]), key
+
+
+ROUTERS = [
+    ("gem", []),
+    ("random", []),
+    ("topk", []),
+    ("soft", []),
+    ("sinkhorn", []),
+    ("relu", []),
+    ("moepp", []),
+    ("damex", []),
+    ("class_gem", ["plan.level=class"]),
+    ("confidence", ["moe.num_experts=3", "router.medium_threshold=60", "router.tail_threshold=5"]),
+]
+
+
+@pytest.mark.parametrize(("router", "extra"), ROUTERS)
+def test_every_router_trains_and_evaluates_in_one_loop(digits_dir, tmp_path, router, extra):
+    run = tiny(digits_dir, tmp_path, f"router={router}", *extra)
+    assert (run.table is not None) == (router in ("gem", "random"))
+    worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
+    before = {k: v.clone() for k, v in worker.model.state_dict().items()}
+    losses = [worker.step(step)["loss"] for step in range(1, 4)]
+    assert all(math.isfinite(loss) for loss in losses)
+    assert any(not torch.equal(v, before[k]) for k, v in worker.model.state_dict().items())
+    results = worker.evaluate()
+    assert sorted(results) == [0, 1, 2]
+    for result in results.values():
+        assert 0 <= result["accuracy"] <= 1 and math.isclose(sum(result["expert_load"]), 1.0)
+
+
+def test_gem_sends_each_domain_to_its_planned_expert_only(digits_dir, tmp_path):
+    run = tiny(digits_dir, tmp_path, "moe.num_experts=3")
+    results = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1).evaluate()
+    for domain, result in results.items():
+        assert result["expert_load"] == [1.0 if j == run.table[domain] else 0.0 for j in range(3)]
+
+
+def test_metadata_router_needs_metadata_columns(digits_dir, tmp_path):
+    with pytest.raises(ConfigError, match="metadata columns"):
+        tiny(digits_dir, tmp_path, "router=metadata")
+
+
+def _train_and_save(run, world: int, folder: Path, steps: int = 2) -> list[Worker]:
+    workers = [Worker(as_plain(run.cfg), run.plan, run.table, r, world) for r in range(world)]
+    meta = {"plan_fingerprint": "p", "num_experts": run.cfg.moe.num_experts, "identity_digest": "i", "step": steps}
+    for worker in workers:
+        for step in range(1, steps + 1):
+            worker.step(step)
+        write_checkpoint(folder, worker.model, worker.optimizer, worker.role, meta, [{"step": steps}])
+    return workers
+
+
+def test_a_checkpoint_from_two_workers_restores_on_one(digits_dir, tmp_path):
+    run = tiny(digits_dir, tmp_path, "moe.num_experts=2")
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    saved = _train_and_save(run, 2, folder)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "expert-0000.pt", "expert-0001.pt", "history.json", "meta.json", "shared.pt",
+    ]  # fmt: skip
+    restored = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
+    expected = {"plan_fingerprint": "p", "num_experts": 2, "identity_digest": "i"}
+    step, history = read_checkpoint(folder, restored.model, restored.optimizer, expected)
+    assert (step, history) == (2, [{"step": 2}])
+    state = restored.model.state_dict()
+    for worker in saved:  # each expert as its owner left it, the trunk as rank 0 left it
+        named = [pair for pairs in expert_parameters(worker.model).values() for pair in pairs]
+        if worker.role.rank == 0:
+            expert_names = {n for n, _ in named}
+            named += [(k, v) for k, v in worker.model.state_dict().items() if k not in expert_names]
+        for key, value in named:
+            assert torch.equal(state[key], value), key
+    moments = [restored.optimizer.state[p]["exp_avg"] for p in restored.model.parameters()]
+    assert len(moments) == len(list(restored.model.parameters())) and any(m.abs().sum() > 0 for m in moments)
+
+
+def test_a_checkpoint_of_another_plan_or_expert_count_is_refused(digits_dir, tmp_path):
+    run = tiny(digits_dir, tmp_path)
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    _train_and_save(run, 1, folder, steps=1)
+    worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
+    good = {"plan_fingerprint": "p", "num_experts": 2, "identity_digest": "i"}
+    for key, value in (("plan_fingerprint", "other"), ("num_experts", 4)):
+        with pytest.raises(CheckpointMismatch, match=key):
+            read_checkpoint(folder, worker.model, worker.optimizer, {**good, key: value})
+    (folder / "expert-0001.pt").unlink()
+    with pytest.raises(CheckpointMismatch, match="expert 1"):
+        read_checkpoint(folder, worker.model, worker.optimizer, good)
+    assert json.loads((folder / "meta.json").read_text())["step"] == 1
