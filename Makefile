@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: setup
-	$(BIN)/gemlab plan --scenario uodb12 --compare argmax expert_centric greedy random
+	$(BIN)/gemlab train experiment=quickstart
 
 test: setup
 	$(BIN)/python -m pytest -q

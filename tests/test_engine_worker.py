@@ -146,3 +146,15 @@ def test_a_checkpoint_of_another_plan_or_expert_count_is_refused(digits_dir, tmp
     with pytest.raises(CheckpointMismatch, match="expert 1"):
         read_checkpoint(folder, worker.model, worker.optimizer, good)
     assert json.loads((folder / "meta.json").read_text())["step"] == 1
+
+
+def test_expert_parallel_sync_reduces_only_shared_and_replicated_expert_tensors(digits_dir, tmp_path):
+    run = tiny(digits_dir, tmp_path, "moe.num_experts=2")
+    worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 2)
+    synced = {id(p) for params, _ in worker.sync.buckets for p in params}
+    experts = {id(p) for pairs in expert_parameters(worker.model).values() for _, p in pairs}
+    assert experts and not synced & experts
+    assert synced == {id(p) for n, p in worker.model.named_parameters() if id(p) not in experts}
+    topk = tiny(digits_dir, tmp_path, "router=topk")
+    replicated = Worker(as_plain(topk.cfg), topk.plan, topk.table, 0, 2)
+    assert replicated.sync.bytes_per_step == sum(p.numel() * 4 for p in replicated.model.parameters())

@@ -6,6 +6,7 @@
     gemlab bench plan ...  planner speed and quality, side by side
     gemlab bench data ...  images/s for generating and loading domains
     gemlab bench moe ...   MoE layers' forward+backward time relative to a dense FFN
+    gemlab bench train ... GEM expert-parallel vs top-1 data-parallel samples/s on Ray
 
 Each subcommand is a module with ``add_arguments(parser)`` and ``run(args)``;
 those modules import torch or Ray only inside ``run``, so building the parser
@@ -21,6 +22,7 @@ from types import ModuleType
 from gemlab.bench import data as data_bench
 from gemlab.bench import moe as moe_bench
 from gemlab.bench import plan as plan_bench
+from gemlab.bench import train as train_bench
 from gemlab.data import command as data_command
 from gemlab.engine import command as train_command
 from gemlab.plan import command as plan_command
@@ -45,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     _add(targets, "plan", plan_bench, "planner speed and quality vs direct LP / scipy / MIP")
     _add(targets, "data", data_bench, "images/s for generating and loading domains")
     _add(targets, "moe", moe_bench, "forward+backward time of MoE layers vs a dense FFN")
+    _add(targets, "train", train_bench, "GEM expert-parallel vs top-1 data-parallel training on Ray")
     return parser
 
 

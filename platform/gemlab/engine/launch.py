@@ -31,7 +31,7 @@ class RunResult:
     history: list[dict[str, Any]]
     workers: list[dict[str, Any]] = field(default_factory=list)  # each worker start: rank, experts, plan digest
     seconds: float = 0.0
-    first_step_seconds: float | None = None  # from launch to the first evaluation record
+    first_step_seconds: float | None = None  # from launch (plan put, Ray up) to the end of the first step
 
 
 def ensure_ray(address: str | None, verbose: bool) -> None:
@@ -121,7 +121,7 @@ def run_training(prepared: Prepared, on_event: Callable[[dict[str, Any]], None])
             return
         if event["event"] == "start":
             result.workers.append(event)
-        elif result.first_step_seconds is None:
+        elif event["event"] == "first_step" and result.first_step_seconds is None:
             result.first_step_seconds = time.perf_counter() - started
         on_event(event)
 

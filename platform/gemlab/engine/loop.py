@@ -35,7 +35,7 @@ class _Window:
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = defaultdict(float)
-        self.steps, self.started = 0, time.perf_counter()
+        self.steps, self.started, self.cpu_started = 0, time.perf_counter(), time.process_time()
 
     def add(self, stats: dict[str, float]) -> None:
         self.steps += 1
@@ -44,14 +44,20 @@ class _Window:
 
     def summary(self) -> dict[str, Any]:
         means = {k: v / self.steps for k, v in self.sums.items()}
-        return {"means": means, "steps": self.steps, "seconds": time.perf_counter() - self.started}
+        return {
+            "means": means,
+            "steps": self.steps,
+            "seconds": time.perf_counter() - self.started,
+            "cpu_seconds": time.process_time() - self.cpu_started,  # every thread of the worker process
+        }
 
 
 def _record(worker: Worker, window: _Window, step: int) -> dict[str, Any] | None:
     """Gather every rank's evaluation and step statistics; rank 0 gets the run's record, others None."""
+    summary = window.summary()  # before evaluating: samples/s and CPU time are training alone
     mine = {
         "evaluation": worker.evaluate(),
-        "window": window.summary(),
+        "window": summary,
         "mass": worker.role.mass,
         "samples": window.steps * worker.cfg["trainer"]["batch_size"] if worker.sampler else 0,
         "bytes": worker.sync.bytes_per_step if worker.sync.active else 0,
@@ -66,11 +72,13 @@ def _record(worker: Worker, window: _Window, step: int) -> dict[str, Any] | None
         for key, value in r["window"]["means"].items():
             train[key] += r["mass"] * value
     seconds = max(r["window"]["seconds"] for r in ranks)
+    samples = sum(r["samples"] for r in ranks)
     return {
         "step": step,
         "domains": {name: evaluation[name] for name in names if name in evaluation},
         "train": dict(train),
-        "samples_per_s": sum(r["samples"] for r in ranks) / seconds if seconds > 0 else 0.0,
+        "samples_per_s": samples / seconds if seconds > 0 else 0.0,
+        "cpu_ms_per_sample": 1000 * sum(r["window"]["cpu_seconds"] for r in ranks) / samples if samples else 0.0,
         "allreduce_bytes_per_step": sum(r["bytes"] for r in ranks),
     }
 
@@ -119,6 +127,8 @@ def train_loop(config: dict[str, Any]) -> list[dict[str, Any]] | None:
         step += 1
         _maybe_fail(cfg, run_dir, step, rank, world_size)
         window.add(worker.step(step))
+        if window.steps == 1 and rank == 0 and progress is not None:
+            progress.put({"event": "first_step", "step": step})
         if step % trainer["eval_interval"] and step != trainer["max_steps"]:
             continue
         record = _record(worker, window, step)

@@ -44,6 +44,7 @@ def record_metrics(record: dict[str, Any]) -> list[tuple[str, str, float]]:
     rows.append((ALL_DOMAINS, "accuracy", sum(accuracies) / len(accuracies)))
     rows += [(ALL_DOMAINS, f"train/{key}", value) for key, value in record["train"].items()]
     rows.append((ALL_DOMAINS, "samples_per_s", record["samples_per_s"]))
+    rows.append((ALL_DOMAINS, "cpu_ms_per_sample", record["cpu_ms_per_sample"]))
     rows.append((ALL_DOMAINS, "allreduce_bytes_per_step", float(record["allreduce_bytes_per_step"])))
     return rows
 

@@ -67,8 +67,8 @@ def _load_backbone(model: torch.nn.Module, path: str) -> None:
 
 
 @torch.no_grad()
-def task_features(cfg: DictConfig, mixture: DomainMixture) -> tuple[np.ndarray, list[str]]:
-    """Mean stem feature of each task (domain, or global class) on the calibration split.
+def task_features(cfg: DictConfig, mixture: DomainMixture) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Mean stem feature of each task (domain, or global class) on the calibration split, and every sample's.
 
     The stem is built before any MoE layer, so its initialisation -- and so
     the plan -- does not depend on the router; a stand-in top-1 router keeps
@@ -81,7 +81,7 @@ def task_features(cfg: DictConfig, mixture: DomainMixture) -> tuple[np.ndarray, 
     tensors, split = DomainTensors(mixture, cfg.data.image_size), cfg.data.calibration_split
     by_domain = cfg.plan.level == "domain"
     num_tasks = len(mixture.domains) if by_domain else len(mixture.labels.names)
-    sums, counts = None, np.zeros(num_tasks)
+    sums, counts, pool = None, np.zeros(num_tasks), []
     for d in range(len(mixture.domains)):
         part = tensors.split(d, split)
         take = np.random.default_rng([cfg.seed, d]).permutation(len(part["labels"]))[: cfg.affinity.samples_per_domain]
@@ -90,20 +90,26 @@ def task_features(cfg: DictConfig, mixture: DomainMixture) -> tuple[np.ndarray, 
         sums = np.zeros((num_tasks, features.shape[1])) if sums is None else sums
         np.add.at(sums, tasks, features)
         np.add.at(counts, tasks, 1)
+        pool.append(features)
     names = list(mixture.names) if by_domain else list(mixture.labels.names)
     missing = [names[t] for t in np.flatnonzero(counts == 0)]
     if missing:
         raise ConfigError(f"data.calibration_split={split!r}: no calibration samples of {missing}")
-    return sums / counts[:, None], names
+    return sums / counts[:, None], names, np.concatenate(pool)
 
 
 def solve_plan(cfg: DictConfig, mixture: DomainMixture) -> Plan:
-    """GEM's plan: affinity of task features to k-means++ anchors, then the configured strategy."""
-    means, names = task_features(cfg, mixture)
+    """GEM's plan: affinity of task features to k-means++ anchors, then the configured strategy.
+
+    Anchors are fitted on the task means -- each expert starts at a cluster of similar tasks -- unless
+    there are more experts than tasks; then on the calibration samples themselves.
+    """
+    means, names, samples = task_features(cfg, mixture)
     num_experts = cfg.moe.num_experts
+    pool = samples if num_experts > len(names) else None
     capacity = cfg.plan.capacity or default_capacity(len(names), num_experts)
     try:
-        costs = affinity_from_features(means, names, num_experts, cfg.seed)
+        costs = affinity_from_features(means, names, num_experts, cfg.seed, anchor_pool=pool)
         problem = AssignmentProblem.count(costs.costs, capacity, costs.task_names, costs.expert_names)
         options = StrategyOptions(precision=cfg.plan.precision, seed=cfg.seed, time_limit=cfg.plan.time_limit)
         return make_plan(problem, cfg.plan.strategy, options)

@@ -29,7 +29,7 @@ class Worker:
     """Builds this rank's model (shared trunk + its experts), optimizer, gradient sync and sampler."""
 
     def __init__(self, cfg: Mapping[str, Any], plan, table: tuple[int, ...] | None, rank: int, world_size: int):
-        self.cfg = cfg
+        self.cfg, self.table = cfg, table
         self.mixture = build_mixture(cfg["data"], cfg["seed"])
         num_experts = cfg["moe"]["num_experts"]
         if table is not None:
@@ -49,13 +49,22 @@ class Worker:
             else None
         )
 
+    def batch_pairs(self, step: int) -> list[tuple[int, int]]:
+        """The sampler's batch of ``step``; under a domain -> expert table, ordered by expert.
+
+        The order changes no loss (a mean over samples), but a batch in expert order is routed
+        without a sort, a gather or a scatter (see ``SparseRouting.from_choices``).
+        """
+        pairs = self.sampler.batch(step)
+        return pairs if self.table is None else sorted(pairs, key=lambda pair: self.table[pair[0]])
+
     def backward(self, step: int) -> dict[str, float]:
         """Forward this rank's batch of ``step``, backward its mass-scaled loss, all-reduce; the step's losses."""
         torch.manual_seed(step_seed(self.cfg["seed"], self.role.rank, step))
         self.optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = {}
         if self.sampler is not None:
-            batch = self.tensors.batch(self.sampler.batch(step))
+            batch = self.tensors.batch(self.batch_pairs(step))
             out = self.model(batch["images"], **model_inputs(batch, with_labels=True))
             task = F.cross_entropy(out.logits, batch["labels"])
             ((task + out.aux_loss) * self.role.mass).backward()
