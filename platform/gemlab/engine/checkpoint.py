@@ -91,4 +91,18 @@ def read_checkpoint(
     for name, p in model.named_parameters():
         if name in saved:
             optimizer.state[p] = {k: v.clone() if torch.is_tensor(v) else v for k, v in saved[name].items()}
-    return int(meta["step"]), json.loads((folder / HISTORY_FILE).read_text())
+    return int(meta["step"]), read_history(folder)
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """(step, folder) of the run's newest complete checkpoint (rank 0's meta and history are there), or None."""
+    complete = [folder for folder in run_dir.glob("checkpoint-*") if (folder / HISTORY_FILE).is_file()]
+    if not complete:
+        return None
+    steps = {folder: int(json.loads((folder / META_FILE).read_text())["step"]) for folder in complete}
+    newest = max(complete, key=steps.__getitem__)
+    return steps[newest], newest
+
+
+def read_history(folder: Path) -> list[dict[str, Any]]:
+    return json.loads((folder / HISTORY_FILE).read_text())

@@ -35,10 +35,38 @@ def _plan_line(prepared) -> str:
     return f"plan ({plan.strategy}{ratio}): {experts}"
 
 
+def _train_or_read(prepared, address: str | None, verbose: bool):
+    """Train one prepared run on Ray, printing a line per evaluation; a finished run's results are only read."""
+    from gemlab.engine.checkpoint import latest_checkpoint, read_history
+    from gemlab.engine.launch import RunResult, ensure_ray, run_training
+    from gemlab.engine.outputs import TensorBoardLog, progress_line
+
+    label, max_steps = prepared.cfg.router.name, prepared.cfg.trainer.max_steps
+    latest = latest_checkpoint(prepared.run_dir)
+    if latest is not None and latest[0] >= max_steps:
+        print(f"[{label}] {prepared.name} finished at step {latest[0]}: its results are read, not retrained")
+        return RunResult(prepared, read_history(latest[1]))
+    start = f"continuing from step {latest[0]}" if latest else "from scratch"
+    print(f"[{label}] training {prepared.name}: {max_steps} steps, {start}")
+    log = TensorBoardLog(prepared.run_dir)
+
+    def show(event: dict) -> None:
+        if event["event"] == "eval":
+            print(progress_line(label, event, max_steps), flush=True)
+            log.add(event)
+
+    ensure_ray(address, verbose)  # once per process, and only when something trains
+    try:
+        return run_training(prepared, show)
+    finally:
+        log.close()
+
+
 def run(args: argparse.Namespace) -> int:
+    from ray.train import TrainingFailedError
+
     from gemlab.engine.config import ConfigError, compose_config
-    from gemlab.engine.launch import ensure_ray, run_training
-    from gemlab.engine.outputs import TENSORBOARD_DIR, TensorBoardLog, comparison_table, progress_line, write_results
+    from gemlab.engine.outputs import TENSORBOARD_DIR, comparison_table, write_results
     from gemlab.engine.prepare import prepare
 
     try:
@@ -58,23 +86,8 @@ def run(args: argparse.Namespace) -> int:
     for prepared in runs:
         if prepared.plan is not None:
             print(_plan_line(prepared))
-    from ray.train import TrainingFailedError
-
     try:
-        ensure_ray(cfg.address, cfg.trainer.verbose)
-        results = []
-        for prepared in runs:
-            label, max_steps = prepared.cfg.router.name, prepared.cfg.trainer.max_steps
-            print(f"[{label}] training {prepared.name}: {max_steps} steps")
-            log = TensorBoardLog(prepared.run_dir)
-
-            def show(event: dict, label: str = label, max_steps: int = max_steps, log: TensorBoardLog = log) -> None:
-                if event["event"] == "eval":
-                    print(progress_line(label, event, max_steps), flush=True)
-                    log.add(event)
-
-            results.append(run_training(prepared, show))
-            log.close()
+        results = [_train_or_read(prepared, cfg.address, cfg.trainer.verbose) for prepared in runs]
     except ConfigError as error:
         print(f"gemlab train: error: {error}", file=sys.stderr)
         return 2
@@ -83,11 +96,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finished = [(r.prepared.cfg.router.name, r.history[-1]) for r in results if r.history]
     if finished:
-        print("\nper-domain accuracy (" + runs[0].cfg.data.eval_split + " split, last evaluation):")
+        print(f"\nper-domain accuracy ({cfg.data.eval_split} split, last evaluation):")
         print(comparison_table(finished))
     print()
     for r in results:
         path = write_results(r.prepared.run_dir, r.prepared.cfg, r.prepared.name, r.history)
-        label = r.prepared.cfg.router.name
-        print(f"[{label}] {r.seconds:.0f} s  results {path}  tensorboard {path.parent / TENSORBOARD_DIR}")
+        took = f"{r.seconds:.0f} s  " if r.seconds else ""
+        print(f"[{r.prepared.cfg.router.name}] {took}results {path}  tensorboard {path.parent / TENSORBOARD_DIR}")
     return 0
