@@ -71,7 +71,7 @@ def test_an_elastic_range_runs(ray_session, digits_dir, tmp_path):
     assert [r["step"] for r in result.history] == [3] and 1 <= len(result.workers) <= 2
 
 
-@pytest.mark.parametrize(("num_experts", "workers"), [(4, 4), (2, 4)])
+@pytest.mark.parametrize(("num_experts", "workers"), [(4, 2), (4, 4), (2, 4)])
 def test_more_workers_than_experts_and_one_per_expert(ray_session, digits_dir, tmp_path, num_experts, workers):
     result, _ = train(
         digits_dir,
