@@ -3,6 +3,8 @@
     gemlab plan ...        plan tasks onto experts (see ``gemlab plan --help``)
     gemlab data ...        generate domains, inspect collections on disk
     gemlab train ...       train an experiment on Ray Train (Hydra overrides)
+    gemlab sweep ...       a Ray Tune search, each trial a training run
+    gemlab report ...      tables and figures from results.parquet files
     gemlab bench plan ...  planner speed and quality, side by side
     gemlab bench data ...  images/s for generating and loading domains
     gemlab bench moe ...   MoE layers' forward+backward time relative to a dense FFN
@@ -26,6 +28,8 @@ from gemlab.bench import train as train_bench
 from gemlab.data import command as data_command
 from gemlab.engine import command as train_command
 from gemlab.plan import command as plan_command
+from gemlab.report import command as report_command
+from gemlab.tune import command as sweep_command
 
 
 def _add(commands: argparse._SubParsersAction, name: str, module: ModuleType, help_text: str) -> None:
@@ -42,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     _add(commands, "plan", plan_command, "plan tasks (datasets, classes) onto experts")
     _add(commands, "data", data_command, "generate domains and inspect collections")
     _add(commands, "train", train_command, "train an experiment on Ray (expert-parallel for planned routers)")
+    _add(commands, "sweep", sweep_command, "a search over config keys on Ray Tune, each trial a training run")
+    _add(commands, "report", report_command, "tables (Markdown, LaTeX, CSV) and figures from results files")
     benchmarks = commands.add_parser("bench", help="benchmarks that print side-by-side ratios")
     targets = benchmarks.add_subparsers(dest="target", required=True)
     _add(targets, "plan", plan_bench, "planner speed and quality vs direct LP / scipy / MIP")

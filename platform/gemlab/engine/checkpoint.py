@@ -76,9 +76,9 @@ def check_meta(folder: Path, expected: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_checkpoint(
-    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, expected: dict[str, Any]
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, expected: dict[str, Any]
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Load the shared weights and this worker's experts into ``model`` and ``optimizer``; (step, history)."""
+    """Load the shared weights and this worker's experts into ``model`` (and ``optimizer``); (step, history)."""
     meta = check_meta(folder, expected)
     shards = [torch.load(folder / SHARED_FILE, map_location="cpu", weights_only=True)]
     for expert in expert_parameters(model):
@@ -89,7 +89,7 @@ def read_checkpoint(
     model.load_state_dict({k: v for shard in shards for k, v in shard["model"].items()}, strict=True)
     saved = {k: v for shard in shards for k, v in shard["optimizer"].items()}
     for name, p in model.named_parameters():
-        if name in saved:
+        if optimizer is not None and name in saved:
             optimizer.state[p] = {k: v.clone() if torch.is_tensor(v) else v for k, v in saved[name].items()}
     return int(meta["step"]), read_history(folder)
 

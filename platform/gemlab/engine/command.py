@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ray.train import TrainingFailedError
 
     from gemlab.engine.config import ConfigError, compose_config
+    from gemlab.engine.cross_expert import with_cross_expert
     from gemlab.engine.outputs import TENSORBOARD_DIR, comparison_table, write_results
     from gemlab.engine.prepare import prepare
 
@@ -100,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         print(comparison_table(finished))
     print()
     for r in results:
-        path = write_results(r.prepared.run_dir, r.prepared.cfg, r.prepared.name, r.history)
+        history = with_cross_expert(r.prepared.cfg, r.prepared.run_dir, r.history)
+        path = write_results(r.prepared.run_dir, r.prepared.cfg, r.prepared.name, history)
         took = f"{r.seconds:.0f} s  " if r.seconds else ""
         print(f"[{r.prepared.cfg.router.name}] {took}results {path}  tensorboard {path.parent / TENSORBOARD_DIR}")
     return 0

@@ -26,7 +26,7 @@ import gemlab
 DEFAULT_CONFIG_DIR = Path(gemlab.__file__).resolve().parents[2] / "experiments"
 
 # Keys that do not change what is trained: a rerun that changes only these continues the run.
-NOT_IDENTITY = ("name", "resume", "storage_path", "address", "baselines", "testing")
+NOT_IDENTITY = ("name", "resume", "storage_path", "address", "baselines", "testing", "sweep")
 NOT_IDENTITY_TRAINER = (
     "num_workers",
     "use_gpu",

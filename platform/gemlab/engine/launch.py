@@ -13,7 +13,7 @@ import logging
 import os
 import queue as queue_errors
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,10 +69,17 @@ def check_resources(prepared: Prepared) -> None:
             )
 
 
-def _trainer(prepared: Prepared, shared_ref, progress):
+def make_trainer(prepared: Prepared, progress=None, callbacks: Sequence = ()):
+    """The run's ``TorchTrainer``; the plan is ``ray.put`` here, once, and travels as an ObjectRef.
+
+    ``progress``: a ``ray.util.queue.Queue`` for rank 0's records (None: no live progress);
+    ``callbacks``: Ray Train callbacks, e.g. Tune's report callback when the run is a sweep trial.
+    """
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    shared_ref = ray.put({"plan": prepared.plan, "table": prepared.table})
     cfg = prepared.cfg
     minimum, maximum = worker_range(cfg)
     meta = {
@@ -99,6 +106,7 @@ def _trainer(prepared: Prepared, shared_ref, progress):
             storage_path=str(prepared.run_dir.parent),
             failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.trainer.keep_checkpoints),
+            callbacks=list(callbacks),
         ),
     )
 
@@ -110,7 +118,6 @@ def run_training(prepared: Prepared, on_event: Callable[[dict[str, Any]], None])
 
     check_resources(prepared)
     started = time.perf_counter()
-    shared_ref = ray.put({"plan": prepared.plan, "table": prepared.table})
     progress = Queue()
     result = RunResult(prepared, [])
 
@@ -126,7 +133,7 @@ def run_training(prepared: Prepared, on_event: Callable[[dict[str, Any]], None])
         on_event(event)
 
     with ThreadPoolExecutor(1) as pool:
-        fitting = pool.submit(_trainer(prepared, shared_ref, progress).fit)
+        fitting = pool.submit(make_trainer(prepared, progress).fit)
         while not fitting.done():
             drain(timeout=0.2)
         while not progress.empty():

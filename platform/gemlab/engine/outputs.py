@@ -20,6 +20,18 @@ RESULTS_FILE, TENSORBOARD_DIR = "results.parquet", "tensorboard"
 ALL_DOMAINS = "all"  # the domain column of run-level metrics (mean accuracy, losses, speed)
 
 
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("run", pa.string()), ("tag", pa.string()), ("router", pa.string()), ("strategy", pa.string()),
+            ("precision", pa.int64()), ("num_experts", pa.int64()), ("seed", pa.int64()),
+            ("domain", pa.string()), ("metric", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
+        ]
+    )  # fmt: skip
+
+
 def key_fields(cfg: DictConfig, name: str) -> dict[str, Any]:
     """The config's identifying columns; planner fields only for routers that use a plan."""
     planned = needs_plan(cfg)
@@ -40,6 +52,8 @@ def record_metrics(record: dict[str, Any]) -> list[tuple[str, str, float]]:
     for domain, result in record["domains"].items():
         rows += [(domain, "accuracy", result["accuracy"]), (domain, "loss", result["loss"])]
         rows += [(domain, f"expert_load/{j}", share) for j, share in enumerate(result["expert_load"])]
+    for domain, accuracies in record.get("cross_expert", {}).items():
+        rows += [(domain, f"cross_expert/{j}", value) for j, value in enumerate(accuracies)]
     accuracies = [r["accuracy"] for r in record["domains"].values()]
     rows.append((ALL_DOMAINS, "accuracy", sum(accuracies) / len(accuracies)))
     rows += [(ALL_DOMAINS, f"train/{key}", value) for key, value in record["train"].items()]
@@ -49,10 +63,9 @@ def record_metrics(record: dict[str, Any]) -> list[tuple[str, str, float]]:
     return rows
 
 
-def write_results(run_dir: Path, cfg: DictConfig, name: str, history: Sequence[dict[str, Any]]) -> Path:
-    """``results.parquet`` of the whole history, written atomically."""
+def results_table(cfg: DictConfig, name: str, history: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None):
+    """The long-form table of one run's history; ``extra`` adds constant columns (a sweep's trial and params)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     fields = key_fields(cfg, name)
     rows = [
@@ -60,17 +73,24 @@ def write_results(run_dir: Path, cfg: DictConfig, name: str, history: Sequence[d
         for record in history
         for domain, metric, value in record_metrics(record)
     ]
-    schema = pa.schema(
-        [
-            ("run", pa.string()), ("tag", pa.string()), ("router", pa.string()), ("strategy", pa.string()),
-            ("precision", pa.int64()), ("num_experts", pa.int64()), ("seed", pa.int64()),
-            ("domain", pa.string()), ("metric", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
-        ]
-    )  # fmt: skip
-    path = run_dir / RESULTS_FILE
+    table = pa.Table.from_pylist(rows, schema=_schema())
+    for column, value in (extra or {}).items():
+        table = table.append_column(column, pa.array([value] * len(table)))
+    return table
+
+
+def write_table(table, path: Path) -> Path:
+    """Write a results table as Parquet, atomically."""
+    import pyarrow.parquet as pq
+
     with atomic_path(path) as temp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), temp)
+        pq.write_table(table, temp)
     return path
+
+
+def write_results(run_dir: Path, cfg: DictConfig, name: str, history: Sequence[dict[str, Any]]) -> Path:
+    """``results.parquet`` of the whole history, written atomically."""
+    return write_table(results_table(cfg, name, history), run_dir / RESULTS_FILE)
 
 
 class TensorBoardLog:

@@ -117,6 +117,31 @@ def solve_plan(cfg: DictConfig, mixture: DomainMixture) -> Plan:
         raise ConfigError(f"plan: {error}") from None
 
 
+def planner_inputs_digest(cfg: DictConfig) -> str:
+    """What the plan depends on: data, stem (model), affinity, planner settings, expert count, seed."""
+    plain = as_plain(cfg)
+    inputs = {key: plain[key] for key in ("data", "model", "affinity", "plan", "seed")}
+    inputs["num_experts"] = plain["moe"]["num_experts"]
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def cached_plan(cfg: DictConfig, mixture: DomainMixture, cache: Path | None) -> Plan:
+    """The plan from ``cache/<planner inputs digest>.json``, solved and stored there on a miss.
+
+    Sweep trials that differ only in what the plan does not depend on (λ, lr, seed of nothing planned)
+    share one plan instead of each computing features and solving again.
+    """
+    if cache is None:
+        return solve_plan(cfg, mixture)
+    path = cache / f"{planner_inputs_digest(cfg)}.json"
+    if path.is_file():
+        return Plan.load(path)
+    plan = solve_plan(cfg, mixture)
+    cache.mkdir(parents=True, exist_ok=True)
+    plan.save(path)  # atomic: a concurrent trial reads the old absence or the whole file
+    return plan
+
+
 def run_folder(cfg: DictConfig, name: str) -> Path:
     """``storage_path/name``, created; raises ConfigError if the storage path is not writable."""
     storage = resolve(cfg.storage_path)
@@ -168,14 +193,17 @@ def with_absolute_paths(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def prepare(cfg: DictConfig) -> Prepared:
-    """Data, plan and run folder for ``cfg``; raises ConfigError before any worker starts."""
+def prepare(cfg: DictConfig, plan_cache: Path | None = None) -> Prepared:
+    """Data, plan and run folder for ``cfg``; raises ConfigError before any worker starts.
+
+    ``plan_cache``: a folder of plans keyed by their inputs (see :func:`cached_plan`).
+    """
     cfg = with_absolute_paths(cfg)
     try:
         mixture = build_mixture(cfg.data, cfg.seed, generate=True)
     except DataError as error:
         raise ConfigError(f"data: {error}") from None
-    plan = solve_plan(cfg, mixture) if needs_plan(cfg) else None
+    plan = cached_plan(cfg, mixture, plan_cache) if needs_plan(cfg) else None
     table = routing_table(cfg, mixture, plan)
     build_model(as_plain(cfg), mixture, plan)  # router and model options are checked here, not in a worker
     name = run_name(cfg)

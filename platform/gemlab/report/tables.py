@@ -1,0 +1,100 @@
+"""Tables in the paper's shapes, rendered as Markdown, LaTeX and CSV.
+
+* per-domain table (Table II): one row per method, one column per domain and
+  ``Avg.``; mean ± std over the selected candidate's seeds;
+* mapping-strategy ablation (Table VI): the ``gem`` router under each planner
+  strategy, in the order random, argmax, expert-centric, greedy, GEM, exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from gemlab.report.results import ALL, domains_of, selected
+
+STRATEGY_ORDER = ["random", "argmax", "expert_centric", "greedy", "gem", "exact"]
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of (label, {column: (mean, std, seeds)}), in order; a pure function of the results."""
+
+    title: str
+    columns: list[str]
+    rows: list[tuple[str, dict[str, tuple[float, float, int]]]]
+
+
+def _cells(rows: pd.DataFrame, columns: list[str]) -> dict[str, tuple[float, float, int]]:
+    cells = {}
+    for column in columns:
+        values = rows[rows["domain"] == (ALL if column == "Avg." else column)]["value"]
+        if len(values):
+            cells[column] = (float(values.mean()), float(values.std(ddof=0)), len(values))
+    return cells
+
+
+def per_domain_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
+    picked = selected(frame)
+    picked = picked[picked["metric"] == metric]
+    columns = [*domains_of(picked), "Avg."]
+    rows = [(method, _cells(group, columns)) for method, group in picked.groupby("method", sort=True)]
+    return Table(f"per-domain {metric} (mean ± std over seeds)", columns, rows)
+
+
+def ablation_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table | None:
+    """The gem router under each planner strategy; None unless the results hold at least two strategies."""
+    gem = frame[frame["router"] == "gem"].copy()
+    if gem["strategy"].nunique() < 2:
+        return None
+    gem["method"] = gem["strategy"]
+    picked = selected(gem)
+    picked = picked[picked["metric"] == metric]
+    columns = [*domains_of(picked), "Avg."]
+    order = [s for s in STRATEGY_ORDER if s in set(picked["method"])]
+    rows = [(strategy, _cells(picked[picked["method"] == strategy], columns)) for strategy in order]
+    return Table(f"mapping strategy ablation, {metric} (mean ± std over seeds)", columns, rows)
+
+
+def _text(cell: tuple[float, float, int] | None, scale: float) -> str:
+    if cell is None:
+        return "–"
+    mean, std, seeds = cell
+    return f"{scale * mean:.1f} ± {scale * std:.1f}" if seeds > 1 else f"{scale * mean:.1f}"
+
+
+def to_markdown(table: Table, scale: float = 100.0) -> str:
+    lines = [f"**{table.title}** (×{scale:g})", "", "| method | " + " | ".join(table.columns) + " |"]
+    lines.append("|---|" + "---:|" * len(table.columns))
+    for label, cells in table.rows:
+        lines.append(f"| {label} | " + " | ".join(_text(cells.get(c), scale) for c in table.columns) + " |")
+    return "\n".join(lines)
+
+
+def to_latex(table: Table, scale: float = 100.0) -> str:
+    def escape(text: str) -> str:
+        return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+    lines = [
+        r"\begin{tabular}{l" + "r" * len(table.columns) + "}",
+        r"\toprule",
+        "Method & " + " & ".join(escape(c) for c in table.columns) + r" \\",
+        r"\midrule",
+    ]
+    for label, cells in table.rows:
+        texts = [_text(cells.get(c), scale).replace("±", r"$\pm$") for c in table.columns]
+        lines.append(escape(label) + " & " + " & ".join(texts) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+def to_csv(table: Table) -> str:
+    """One line per method × column: the unscaled mean, std and number of seeds."""
+    lines = ["method,column,mean,std,seeds"]
+    for label, cells in table.rows:
+        for column in table.columns:
+            if column in cells:
+                mean, std, seeds = cells[column]
+                lines.append(f"{label},{column},{mean!r},{std!r},{seeds}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,100 @@
+"""``gemlab sweep``: every trial of a search space as a training run, scheduled by Ray Tune.
+
+    gemlab sweep sweep=smoke                              # 4 trials of the tiny experiment, ASHA
+    gemlab sweep sweep=lambda_topk experiment=quickstart  # the same search on another experiment
+
+Arguments are the Hydra overrides of ``gemlab train`` plus ``sweep=<name>``
+(a file of experiments/sweep/). Every trial's config is composed before Tune
+starts. Running the same command again restores the sweep: finished trials
+are not rerun, unfinished ones continue from their checkpoints. The sweep's
+``results.parquet`` and a leaderboard come at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep=smoke experiment=quickstart")
+    parser.add_argument("--config-dir", type=Path, default=None, help="experiments folder (default: the repo's)")
+
+
+def _progress_callback(max_steps: int, metric: str):
+    from ray import tune
+
+    from gemlab.tune.sweep import trial_name
+
+    class TrialLines(tune.Callback):
+        """One line per trial evaluation and per trial end, printed by the driver."""
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            name, value = trial_name(trial.config["trial"]["index"]), result.get(metric, float("nan"))
+            print(f"[{name}] step {result.get('step', '?'):>5}/{max_steps}  {metric} {value:.3f}", flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            step = (trial.last_result or {}).get("step", 0)
+            how = "finished" if step >= max_steps else f"stopped early at step {step}"
+            print(f"[{trial_name(trial.config['trial']['index'])}] {how}  {trial.config['trial']['params']}")
+
+    return TrialLines()
+
+
+def absolute_paths(overrides: list[str], cfg) -> list[str]:
+    """The command's overrides plus absolute data and backbone paths: trials run in other directories."""
+    from gemlab.engine.data import resolve
+
+    extra = [f"data.path={resolve(cfg.data.path)}"]
+    if cfg.affinity.backbone != "init":
+        extra.append(f"affinity.backbone={resolve(cfg.affinity.backbone)}")
+    return [*overrides, *extra]
+
+
+def leaderboard(rows: list[dict[str, Any]], metric: str, mode: str) -> str:
+    """Trials ranked by their last evaluation's ``metric``, as Markdown."""
+    ranked = sorted(rows, key=lambda r: r["value"], reverse=mode == "max")
+    lines = [f"| rank | trial | {metric} | steps | params |", "|---:|---|---:|---:|---|"]
+    for rank, row in enumerate(ranked, 1):
+        params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
+        lines.append(f"| {rank} | {row['trial']} | {row['value']:.4f} | {row['step']} | {params} |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gemlab.engine.config import ConfigError, compose_config
+    from gemlab.engine.data import build_mixture, resolve
+    from gemlab.engine.launch import ensure_ray
+    from gemlab.tune.results import collect_results
+    from gemlab.tune.sweep import SweepSpec, check_trials, make_tuner, sweep_name
+
+    config_dir = str(Path(args.config_dir).resolve()) if args.config_dir else None
+    try:
+        cfg = compose_config(args.overrides, config_dir)
+        spec = SweepSpec.from_config(cfg)
+        base = absolute_paths(list(args.overrides), cfg)
+        check_trials(spec, base, config_dir)
+        build_mixture(compose_config(base, config_dir).data, cfg.seed, generate=True)  # data made once, here
+    except ConfigError as error:
+        print(f"gemlab sweep: error: {error}", file=sys.stderr)
+        return 2
+    sweep_dir = resolve(cfg.storage_path) / "sweeps" / sweep_name(cfg, spec)
+    trials = spec.trials()
+    print(f"sweep {sweep_dir.name}: {len(trials)} trials ({spec.search}), {spec.metric} ({spec.mode}), "
+          f"scheduler {spec.scheduler['name']}, up to {spec.max_concurrent_trials} at once")  # fmt: skip
+    ensure_ray(cfg.address, cfg.trainer.verbose)
+    from gemlab.engine.config import DEFAULT_CONFIG_DIR
+
+    callback = _progress_callback(cfg.trainer.max_steps, spec.metric)
+    tuner = make_tuner(cfg, spec, base, sweep_dir, config_dir or str(DEFAULT_CONFIG_DIR), [callback])
+    grid = tuner.fit()
+    errors = [str(result.error) for result in grid if result.error is not None]
+    path, rows = collect_results(sweep_dir, trials, base, config_dir, spec.metric)
+    print("\n" + leaderboard(rows, spec.metric, spec.mode))
+    print(f"\nresults {path}  trial runs {sweep_dir / 'trials'}")
+    if errors:
+        print(f"gemlab sweep: {len(errors)} trial(s) failed:\n" + "\n".join(errors), file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,158 @@
+"""A sweep: the trials of a search space, each one ``gemlab train`` run, scheduled by Ray Tune.
+
+Ray 2.60's supported pattern (Train V2): each Tune trial is a *function
+trainable* that builds and fits the run's ``TorchTrainer`` with
+``TuneReportCallback``, so every evaluation the run reports reaches Tune's
+scheduler (ASHA stops weak trials on it). The trial actor itself reserves
+no CPU (``{"memory": 1}``): the trainer's workers hold the CPUs.
+
+Folder layout, under ``storage_path/sweeps/<sweep name>/``: Tune's own
+state (restored when the same command runs again), ``trials/trial-NNN/``
+(each trial's run folder: checkpoints, plan), ``plans/`` (plans cached by
+their inputs, so trials that share a plan compute it once) and the sweep's
+``results.parquet``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from gemlab.engine.config import ConfigError, as_plain, identity
+from gemlab.tune.space import SpaceError, expand, override
+
+SCHEDULERS = ("asha", "fifo")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    search: str
+    num_samples: int
+    seed: int
+    space: dict[str, Any]
+    metric: str
+    mode: str
+    scheduler: dict[str, Any]
+    max_concurrent_trials: int
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> SweepSpec:
+        """The ``sweep`` block of a composed config; raises ConfigError naming the bad key."""
+        if "sweep" not in cfg or cfg.sweep is None:
+            raise ConfigError("sweep: no sweep selected; pass sweep=<name> (a file of experiments/sweep/)")
+        block = OmegaConf.to_container(cfg.sweep, resolve=True)
+        scheduler = dict(block.get("scheduler") or {"name": "fifo"})
+        spec = cls(
+            search=block.get("search", "grid"),
+            num_samples=int(block.get("num_samples", 1)),
+            seed=int(block.get("seed", 0)),
+            space=dict(block.get("space") or {}),
+            metric=block.get("metric", "accuracy"),
+            mode=block.get("mode", "max"),
+            scheduler=scheduler,
+            max_concurrent_trials=int(block.get("max_concurrent_trials", 1)),
+        )
+        if spec.mode not in ("max", "min"):
+            raise ConfigError(f"sweep.mode={spec.mode!r}: expected max or min")
+        if scheduler.get("name") not in SCHEDULERS:
+            raise ConfigError(f"sweep.scheduler.name={scheduler.get('name')!r}: expected one of {SCHEDULERS}")
+        if spec.max_concurrent_trials < 1:
+            raise ConfigError(f"sweep.max_concurrent_trials={spec.max_concurrent_trials}: expected >= 1")
+        try:
+            spec.trials()
+        except SpaceError as error:
+            raise ConfigError(f"sweep.{error}") from None
+        return spec
+
+    def trials(self) -> list[dict[str, Any]]:
+        return expand(self.space, self.search, self.num_samples, self.seed)
+
+
+def trial_overrides(base: list[str], params: dict[str, Any]) -> list[str]:
+    """A trial's Hydra overrides: the sweep command's, then its own values (which win)."""
+    return [*base, *(override(key, value) for key, value in params.items())]
+
+
+def check_trials(spec: SweepSpec, base: list[str], config_dir: str | None) -> None:
+    """Compose every trial's config on the driver, so a bad key or value fails before Tune starts."""
+    from gemlab.engine.config import compose_config
+
+    for index, params in enumerate(spec.trials()):
+        try:
+            compose_config(trial_overrides(base, params), config_dir)
+        except ConfigError as error:
+            raise ConfigError(f"sweep trial {index} {params}: {error}") from None
+
+
+def sweep_name(cfg: DictConfig, spec: SweepSpec) -> str:
+    """``sweep-<tag>-<hash of the base experiment and the search>``: the same command, the same folder."""
+    key = json.dumps({"base": identity(cfg), "sweep": as_plain(cfg)["sweep"]}, sort_keys=True)
+    return f"sweep-{cfg.tag}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def trial_name(index: int) -> str:
+    return f"trial-{index:03d}"
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Tune's function trainable: compose, prepare (plan from the cache) and fit one run."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from gemlab.engine.config import compose_config
+    from gemlab.engine.launch import make_trainer
+    from gemlab.engine.prepare import prepare
+
+    trial = config["trial"]
+    overrides = [
+        *trial_overrides(config["base_overrides"], trial["params"]),
+        f"name={trial_name(trial['index'])}",
+        f"storage_path={config['trials_dir']}",
+    ]
+    prepared = prepare(compose_config(overrides, config["config_dir"]), plan_cache=Path(config["plans_dir"]))
+    make_trainer(prepared, callbacks=[TuneReportCallback()]).fit()
+
+
+def evaluations_per_run(cfg: DictConfig) -> int:
+    return math.ceil(cfg.trainer.max_steps / cfg.trainer.eval_interval)
+
+
+def make_tuner(cfg: DictConfig, spec: SweepSpec, base: list[str], sweep_dir: Path, config_dir: str, callbacks=()):
+    """A new Tuner over the expanded trials, or the one restored from ``sweep_dir`` (finished trials stay done)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    trainable = tune.with_resources(run_trial, {"memory": 1})
+    if tune.Tuner.can_restore(str(sweep_dir)):
+        return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_errored=True)
+    options = {k: v for k, v in spec.scheduler.items() if k != "name"}
+    if spec.scheduler["name"] == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=evaluations_per_run(cfg), **options)
+    else:
+        scheduler = FIFOScheduler()
+    trials = [{"index": i, "params": params} for i, params in enumerate(spec.trials())]
+    param_space = {
+        "trial": tune.grid_search(trials),
+        "base_overrides": base,
+        "config_dir": config_dir,
+        "trials_dir": str(sweep_dir / "trials"),
+        "plans_dir": str(sweep_dir / "plans"),
+    }
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            scheduler=scheduler,
+            max_concurrent_trials=spec.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=sweep_dir.name, storage_path=str(sweep_dir.parent), verbose=0, callbacks=list(callbacks)
+        ),
+    )
