@@ -13,6 +13,7 @@ are not rerun, unfinished ones continue from their checkpoints. The sweep's
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,15 +57,16 @@ def absolute_paths(overrides: list[str], cfg) -> list[str]:
 def leaderboard(rows: list[dict[str, Any]], metric: str, mode: str) -> str:
     """Trials ranked by their last evaluation's ``metric``, as Markdown."""
     ranked = sorted(rows, key=lambda r: r["value"], reverse=mode == "max")
-    lines = [f"| rank | trial | {metric} | steps | params |", "|---:|---|---:|---:|---|"]
+    lines = [f"| rank | trial | {metric} | steps trained | scheduler | params |", "|---:|---|---:|---:|---|---|"]
     for rank, row in enumerate(ranked, 1):
         params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
-        lines.append(f"| {rank} | {row['trial']} | {row['value']:.4f} | {row['step']} | {params} |")
+        cells = [str(rank), row["trial"], f"{row['value']:.4f}", str(row["step"]), row["status"], params]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gemlab.engine.config import ConfigError, compose_config
+    from gemlab.engine.config import DEFAULT_CONFIG_DIR, ConfigError, compose_config
     from gemlab.engine.data import build_mixture, resolve
     from gemlab.engine.launch import ensure_ray
     from gemlab.tune.results import collect_results
@@ -84,14 +86,18 @@ def run(args: argparse.Namespace) -> int:
     trials = spec.trials()
     print(f"sweep {sweep_dir.name}: {len(trials)} trials ({spec.search}), {spec.metric} ({spec.mode}), "
           f"scheduler {spec.scheduler['name']}, up to {spec.max_concurrent_trials} at once")  # fmt: skip
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables off: the lines below say what happens
     ensure_ray(cfg.address, cfg.trainer.verbose)
-    from gemlab.engine.config import DEFAULT_CONFIG_DIR
 
     callback = _progress_callback(cfg.trainer.max_steps, spec.metric)
     tuner = make_tuner(cfg, spec, base, sweep_dir, config_dir or str(DEFAULT_CONFIG_DIR), [callback])
     grid = tuner.fit()
     errors = [str(result.error) for result in grid if result.error is not None]
+    seen = {result.config["trial"]["index"]: (result.metrics or {}).get("step", 0) for result in grid}
     path, rows = collect_results(sweep_dir, trials, base, config_dir, spec.metric)
+    for row in rows:  # what the scheduler saw: a stopped run may have trained on until its workers were stopped
+        reported = seen.get(int(row["trial"].removeprefix("trial-")), 0)
+        row["status"] = "finished" if reported >= cfg.trainer.max_steps else f"stopped at {reported}"
     print("\n" + leaderboard(rows, spec.metric, spec.mode))
     print(f"\nresults {path}  trial runs {sweep_dir / 'trials'}")
     if errors:
