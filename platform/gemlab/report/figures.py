@@ -83,17 +83,18 @@ def parameter_curves(frame: pd.DataFrame, out: Path, metric: str = "accuracy") -
     paths = []
     plt = _pyplot()
     for column in candidates:
-        if column not in scores or scores[column].nunique() < 2:
+        if column not in scores:
             continue
-        x = pd.to_numeric(scores[column], errors="coerce")
-        if x.isna().any():
+        x = pd.to_numeric(scores[column], errors="coerce")  # runs without the parameter (or text values) drop out
+        swept = scores.assign(x=x)[x.notna()]
+        if swept["x"].nunique() < 2:
             continue
         figure, axes = plt.subplots(figsize=(5, 3.5))
-        for method, rows in scores.assign(x=x).groupby("method"):
+        for method, rows in swept.groupby("method"):
             stats = rows.groupby("x")["value"].agg(["mean", "std"]).fillna(0).sort_index()
             axes.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=method)
         name = column.removeprefix("param:")
-        if (x > 0).all() and x.max() / x.min() >= 100:
+        if (swept["x"] > 0).all() and swept["x"].max() / swept["x"].min() >= 100:
             axes.set_xscale("log")
         axes.set_xlabel(name)
         axes.set_ylabel(f"{metric} (mean over domains)")
