@@ -9,6 +9,7 @@
     gemlab bench data ...  images/s for generating and loading domains
     gemlab bench moe ...   MoE layers' forward+backward time relative to a dense FFN
     gemlab bench train ... GEM expert-parallel vs top-1 data-parallel samples/s on Ray
+    gemlab bench sweep ... Tune's overhead per trial against a plain loop
 
 Each subcommand is a module with ``add_arguments(parser)`` and ``run(args)``;
 those modules import torch or Ray only inside ``run``, so building the parser
@@ -24,6 +25,7 @@ from types import ModuleType
 from gemlab.bench import data as data_bench
 from gemlab.bench import moe as moe_bench
 from gemlab.bench import plan as plan_bench
+from gemlab.bench import sweep as sweep_bench
 from gemlab.bench import train as train_bench
 from gemlab.data import command as data_command
 from gemlab.engine import command as train_command
@@ -54,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     _add(targets, "data", data_bench, "images/s for generating and loading domains")
     _add(targets, "moe", moe_bench, "forward+backward time of MoE layers vs a dense FFN")
     _add(targets, "train", train_bench, "GEM expert-parallel vs top-1 data-parallel training on Ray")
+    _add(targets, "sweep", sweep_bench, "a Tune sweep's wall time vs the same trials in a plain loop")
     return parser
 
 
