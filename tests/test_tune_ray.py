@@ -21,6 +21,11 @@ def test_smoke_sweep_runs_stops_weak_trials_and_restores_without_rerunning(ray_s
     # the constructed metric: lr 1e-5 and 3e-6 stay at chance, so ASHA stops them at its first rung
     assert "stopped at 15" in first and "| finished |" in first
     assert len(list((sweep_dir / "plans").iterdir())) == 1  # lr is no planner input: one plan for all trials
+    assert all((trial / "tensorboard").is_dir() for trial in (sweep_dir / "trials").iterdir())
+    report = tmp_path / "report"
+    assert main(["report", str(sweep_dir), "--out", str(report)]) == 0
+    written = {p.name for p in report.iterdir()}
+    assert {"per_domain.md", "per_domain.tex", "heatmap-gem.png", "curve-trainer.lr.png"} <= written
     checkpoints = {p: p.stat().st_mtime for p in (sweep_dir / "trials").rglob("checkpoint-*")}
 
     assert main(command) == 0  # the same command: Tune restores the finished sweep

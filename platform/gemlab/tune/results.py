@@ -1,5 +1,7 @@
 """A sweep's results: every trial's history, from its last checkpoint, as one long-form table.
 
+Each trial's TensorBoard events are written here too, from the same history.
+
 Each trial's rows are its run's rows (``gemlab.engine.outputs``) plus the
 columns ``sweep``, ``trial`` and ``param:<key>`` for each swept key, so
 reports can group by method and plot a metric against a parameter.
@@ -14,7 +16,7 @@ from gemlab.engine.checkpoint import latest_checkpoint, read_history
 from gemlab.engine.config import compose_config
 from gemlab.engine.cross_expert import with_cross_expert
 from gemlab.engine.loop import flat_metrics
-from gemlab.engine.outputs import RESULTS_FILE, results_table, write_table
+from gemlab.engine.outputs import RESULTS_FILE, TENSORBOARD_DIR, TensorBoardLog, results_table, write_table
 from gemlab.engine.prepare import with_absolute_paths
 from gemlab.tune.sweep import trial_name, trial_overrides
 
@@ -24,6 +26,17 @@ def _column_value(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     return float(value)
+
+
+def _tensorboard(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """The trial's TensorBoard events, written once from its history (trials print no live progress)."""
+    folder = run_dir / TENSORBOARD_DIR
+    if folder.exists():
+        return
+    log = TensorBoardLog(run_dir)
+    for record in history:
+        log.add(record)
+    log.close()
 
 
 def collect_results(
@@ -39,7 +52,9 @@ def collect_results(
         if latest is None:
             continue
         cfg = with_absolute_paths(compose_config(trial_overrides(base, params), config_dir))
-        history = with_cross_expert(cfg, sweep_dir / "trials" / name, read_history(latest[1]))
+        run_dir = sweep_dir / "trials" / name
+        history = with_cross_expert(cfg, run_dir, read_history(latest[1]))
+        _tensorboard(run_dir, history)
         extra = {"sweep": sweep_dir.name, "trial": name, **{f"param:{k}": _column_value(v) for k, v in params.items()}}
         tables.append(results_table(cfg, name, history, extra))
         last = flat_metrics(history[-1])
