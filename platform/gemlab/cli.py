@@ -5,6 +5,8 @@
     gemlab train ...       train an experiment on Ray Train (Hydra overrides)
     gemlab sweep ...       a Ray Tune search, each trial a training run
     gemlab report ...      tables and figures from results.parquet files
+    gemlab submit ...      run train or sweep on a Ray cluster (Ray Jobs)
+    gemlab jobs ...        list, status, logs, stop
     gemlab bench plan ...  planner speed and quality, side by side
     gemlab bench data ...  images/s for generating and loading domains
     gemlab bench moe ...   MoE layers' forward+backward time relative to a dense FFN
@@ -29,6 +31,7 @@ from gemlab.bench import sweep as sweep_bench
 from gemlab.bench import train as train_bench
 from gemlab.data import command as data_command
 from gemlab.engine import command as train_command
+from gemlab.jobs import jobs_command, submit_command
 from gemlab.plan import command as plan_command
 from gemlab.report import command as report_command
 from gemlab.tune import command as sweep_command
@@ -50,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     _add(commands, "train", train_command, "train an experiment on Ray (expert-parallel for planned routers)")
     _add(commands, "sweep", sweep_command, "a search over config keys on Ray Tune, each trial a training run")
     _add(commands, "report", report_command, "tables (Markdown, LaTeX, CSV) and figures from results files")
+    _add(commands, "submit", submit_command, "run gemlab train or sweep on a Ray cluster as a job")
+    _add(commands, "jobs", jobs_command, "list, inspect, follow and stop a cluster's jobs")
     benchmarks = commands.add_parser("bench", help="benchmarks that print side-by-side ratios")
     targets = benchmarks.add_subparsers(dest="target", required=True)
     _add(targets, "plan", plan_bench, "planner speed and quality vs direct LP / scipy / MIP")
