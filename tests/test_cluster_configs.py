@@ -47,7 +47,13 @@ def test_kuberay_manifests_carry_the_required_fields():
         assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
         resources = _gpu_group(group)
         assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1"
+    for spec in (cluster["spec"], job["spec"]["rayClusterSpec"]):  # every pod mounts the shared storage
+        for pod in [spec["headGroupSpec"]["template"]["spec"], spec["workerGroupSpecs"][0]["template"]["spec"]]:
+            (container,) = pod["containers"]
+            assert {"name": "runs", "mountPath": "/mnt/shared"} in container["volumeMounts"]
+            assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "gemlab-runs"
     assert job["spec"]["entrypoint"].startswith("python -m gemlab.cli train ")
+    assert "storage_path=/mnt/shared/" in job["spec"]["entrypoint"]
     assert job["spec"]["shutdownAfterJobFinishes"] is True
 
 

@@ -12,6 +12,7 @@
     gemlab bench moe ...   MoE layers' forward+backward time relative to a dense FFN
     gemlab bench train ... GEM expert-parallel vs top-1 data-parallel samples/s on Ray
     gemlab bench sweep ... Tune's overhead per trial against a plain loop
+    gemlab bench broadcast ... a class-level plan's object-store size and time to reach every worker
 
 Each subcommand is a module with ``add_arguments(parser)`` and ``run(args)``;
 those modules import torch or Ray only inside ``run``, so building the parser
@@ -24,6 +25,7 @@ import argparse
 import sys
 from types import ModuleType
 
+from gemlab.bench import broadcast as broadcast_bench
 from gemlab.bench import data as data_bench
 from gemlab.bench import moe as moe_bench
 from gemlab.bench import plan as plan_bench
@@ -62,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     _add(targets, "moe", moe_bench, "forward+backward time of MoE layers vs a dense FFN")
     _add(targets, "train", train_bench, "GEM expert-parallel vs top-1 data-parallel training on Ray")
     _add(targets, "sweep", sweep_bench, "a Tune sweep's wall time vs the same trials in a plain loop")
+    _add(targets, "broadcast", broadcast_bench, "object-store size of a class-level plan and time to reach workers")
     return parser
 
 

@@ -186,8 +186,7 @@ def with_absolute_paths(cfg: DictConfig) -> DictConfig:
     """A copy whose file paths are absolute: workers run elsewhere, and another folder is another experiment."""
     cfg = cfg.copy()
     cfg.data.path = str(resolve(cfg.data.path))
-    if "://" not in cfg.storage_path:
-        cfg.storage_path = str(resolve(cfg.storage_path))
+    cfg.storage_path = str(resolve(cfg.storage_path))
     if cfg.affinity.backbone != "init":
         cfg.affinity.backbone = str(resolve(cfg.affinity.backbone))
     return cfg
