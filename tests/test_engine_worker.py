@@ -86,6 +86,19 @@ def test_every_router_trains_and_evaluates_in_one_loop(digits_dir, tmp_path, rou
         assert 0 <= result["accuracy"] <= 1 and math.isclose(sum(result["expert_load"]), 1.0)
 
 
+def test_dqroute_class_weights_follow_the_run_and_are_checkpointed(digits_dir, tmp_path):
+    extra = ["router=confidence", "moe.num_experts=3", "router.medium_threshold=60", "router.tail_threshold=5"]
+    run = tiny(digits_dir, tmp_path, *extra, "router.gamma=2.0")
+    worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
+    assert worker.model.difficulty.gamma == 2.0
+    for step in range(1, 4):
+        worker.step(step)
+    assert worker.model.difficulty.accuracy.abs().sum() > 0  # the moving averages moved
+    weights = worker.model.difficulty.weights()
+    assert torch.isclose(weights.mean(), torch.tensor(1.0)) and weights.std() > 0
+    assert "difficulty.accuracy" in worker.model.state_dict()  # so a restored run keeps them
+
+
 def test_gem_sends_each_domain_to_its_planned_expert_only(digits_dir, tmp_path):
     run = tiny(digits_dir, tmp_path, "moe.num_experts=3")
     results = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1).evaluate()

@@ -20,10 +20,11 @@ from gemlab.engine.config import ConfigError, default_capacity
 from gemlab.models.resnet import MoEResNet
 from gemlab.models.vit import MoEViT
 from gemlab.moe.factory import build_router
-from gemlab.moe.routers.confidence import class_groups
+from gemlab.moe.routers.confidence import DifficultyWeights, class_groups
 from gemlab.moe.routers.gem import GEMRouter
 
 PLANNED_ROUTERS = ("gem", "class_gem", "damex")
+DIFFICULTY_KEYS = ("gamma", "alpha", "momentum")  # DQRoute's class weights, under router=confidence
 
 
 def needs_plan(cfg: Mapping) -> bool:
@@ -47,6 +48,8 @@ def router_config(cfg: Mapping, mixture: DomainMixture) -> dict[str, Any]:
         capacity = cfg["plan"]["capacity"] or default_capacity(len(mixture.domains), num_experts)
         options.update(num_domains=len(mixture.domains), capacity=capacity, seed=cfg["seed"])
     elif name == "confidence":
+        for key in DIFFICULTY_KEYS:  # the loss's class weights, not the router's
+            options.pop(key, None)
         medium, tail = options.pop("medium_threshold"), options.pop("tail_threshold")
         options.update(groups=class_groups(class_counts(mixture), medium, tail), num_classes=len(mixture.labels.names))
     elif name == "metadata":
@@ -99,7 +102,13 @@ def build_model(
     torch.manual_seed(cfg["seed"])
     try:
         if name == "vit":
-            return MoEViT(image_size=cfg["data"]["image_size"], **model_cfg, **common)
-        return MoEResNet(hidden=model_cfg["dim"] * model_cfg["mlp_ratio"], **common)
+            model = MoEViT(image_size=cfg["data"]["image_size"], **model_cfg, **common)
+        else:
+            model = MoEResNet(hidden=model_cfg["dim"] * model_cfg["mlp_ratio"], **common)
+        if router["name"] == "confidence":
+            # DQRoute's per-class loss weights; a submodule, so its moving averages are checkpointed with the trunk
+            weights = {k: cfg["router"][k] for k in DIFFICULTY_KEYS if k in cfg["router"]}
+            model.difficulty = DifficultyWeights(class_counts(mixture), **weights)
+        return model
     except (TypeError, ValueError) as error:
         raise ConfigError(f"model={name}, router={router['name']}: {error}") from None

@@ -66,7 +66,11 @@ class Worker:
         if self.sampler is not None:
             batch = self.tensors.batch(self.batch_pairs(step))
             out = self.model(batch["images"], **model_inputs(batch, with_labels=True))
-            task = F.cross_entropy(out.logits, batch["labels"])
+            difficulty = getattr(self.model, "difficulty", None)  # DQRoute's class weights, if the run has them
+            class_weights = None if difficulty is None else difficulty.weights()
+            task = F.cross_entropy(out.logits, batch["labels"], weight=class_weights)
+            if difficulty is not None:
+                difficulty.update(out.logits.detach(), batch["labels"])
             ((task + out.aux_loss) * self.role.mass).backward()
             stats = {"loss": task.item(), **{f"aux/{k}": v.item() for k, v in out.aux_losses.items()}}
         self.sync()
