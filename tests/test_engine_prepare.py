@@ -99,9 +99,16 @@ def test_latest_checkpoint_is_the_newest_complete_one(digits_dir, tmp_path):
         folder.mkdir()
         meta = {"plan_fingerprint": "p", "num_experts": 2, "identity_digest": "i", "step": step}
         write_checkpoint(folder, worker.model, worker.optimizer, worker.role, meta, [{"step": step}])
-    (run.run_dir / "checkpoint-0000020").mkdir()  # an upload that never completed
+    (run.run_dir / "checkpoint-0000020").mkdir()  # an upload that never started
+    truncated = run.run_dir / "checkpoint-0000030"
+    truncated.mkdir()
+    (truncated / "meta.json").write_text('{"step": 30}')
+    (truncated / "history.json").write_text("")  # a copy cut short
     step, folder = latest_checkpoint(run.run_dir)
     assert (step, folder.name) == (12, "checkpoint-0000012") and read_history(folder) == [{"step": 12}]
+    snapshot = {"checkpoint_results": [{"checkpoint_dir_name": "checkpoint-0000003"}]}
+    (run.run_dir / "checkpoint_manager_snapshot.json").write_text(json.dumps(snapshot))
+    assert latest_checkpoint(run.run_dir)[0] == 3  # Ray's record, where there is one, decides what is complete
 
 
 def test_gemlab_train_exits_2_with_the_error_on_bad_input(capsys):

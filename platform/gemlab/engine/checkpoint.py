@@ -26,6 +26,7 @@ from gemlab.engine.config import ConfigError
 from gemlab.engine.parallel import WorkerRole, expert_parameters
 
 SHARED_FILE, META_FILE, HISTORY_FILE = "shared.pt", "meta.json", "history.json"
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it registered
 
 
 def expert_file(expert: int) -> str:
@@ -94,13 +95,40 @@ def read_checkpoint(
     return int(meta["step"]), read_history(folder)
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
-    """(step, folder) of the run's newest complete checkpoint (rank 0's meta and history are there), or None."""
-    complete = [folder for folder in run_dir.glob("checkpoint-*") if (folder / HISTORY_FILE).is_file()]
-    if not complete:
+def _registered(run_dir: Path) -> set[str] | None:
+    """The checkpoint folders Ray Train registered (all ranks' uploads done), or None without a readable record."""
+    try:
+        snapshot = json.loads((run_dir / RAY_SNAPSHOT).read_text())
+        return {result["checkpoint_dir_name"] for result in snapshot["checkpoint_results"]}
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    steps = {folder: int(json.loads((folder / META_FILE).read_text())["step"]) for folder in complete}
-    newest = max(complete, key=steps.__getitem__)
+
+
+def _readable_step(folder: Path) -> int | None:
+    try:
+        json.loads((folder / HISTORY_FILE).read_text())
+        return int(json.loads((folder / META_FILE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """(step, folder) of the run's newest complete checkpoint, or None.
+
+    Complete: registered by Ray Train (when its record exists) and with readable meta and history. A worker
+    group stopped mid-upload -- a sweep trial that the scheduler stops -- can leave a newer folder half
+    copied; it is skipped.
+    """
+    registered = _registered(run_dir)
+    steps = {}
+    for folder in run_dir.glob("checkpoint-*"):
+        if registered is None or folder.name in registered:
+            step = _readable_step(folder)
+            if step is not None:
+                steps[folder] = step
+    if not steps:
+        return None
+    newest = max(steps, key=steps.__getitem__)
     return steps[newest], newest
 
 
