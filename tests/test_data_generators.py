@@ -9,7 +9,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from gemlab.data.collection import load_collection
-from gemlab.data.digits import DOMAINS, generate_digits
+from gemlab.data.digits import DOMAINS, SITE_SCATTER_DEGREES, SITES, generate_digits
 from gemlab.data.errors import DataError
 from gemlab.data.fewshot import few_shot
 from gemlab.data.synth.uodb import SYNTH_UODB, generate_synth_uodb, split_sizes
@@ -119,8 +119,18 @@ def test_digits_domains_are_real_digits_in_every_split(digits):
 def test_digits_generation_is_deterministic(tmp_path, digits):
     again = tmp_path / "again"
     generate_digits(again, seed=0, image_size=16)
-    for path in list(digits.rglob("*.png"))[::97]:
+    for path in [*list(digits.rglob("*.png"))[::97], *digits.rglob("metadata.csv")]:
         assert path.read_bytes() == (again / path.relative_to(digits)).read_bytes()
+
+
+def test_digits_images_carry_their_domain_site_as_metadata(digits):
+    mixture, _ = load_collection(digits)
+    for domain in mixture.domains:
+        assert domain.metadata_columns == ("lat", "lon")
+        for split in ("train", "val"):
+            locations = np.array([[float(s.metadata["lat"]), float(s.metadata["lon"])] for s in domain.split(split)])
+            assert np.abs(locations - SITES[domain.name]).max() < 5 * SITE_SCATTER_DEGREES
+            assert locations.std(axis=0).min() > 0.5 * SITE_SCATTER_DEGREES  # scattered, not one point
 
 
 def test_few_shot_classification_takes_exactly_k_per_class(digits):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from gemlab.engine.checkpoint import CheckpointMismatch, read_checkpoint, write_checkpoint
 from gemlab.engine.config import ConfigError, as_plain, compose_config
@@ -67,6 +68,7 @@ ROUTERS = [
     ("moepp", []),
     ("damex", []),
     ("class_gem", ["plan.level=class"]),
+    ("metadata", ["router.cka_weight=0.05", "router.supcon_weight=0.1"]),
     ("confidence", ["moe.num_experts=3", "router.medium_threshold=60", "router.tail_threshold=5"]),
 ]
 
@@ -106,9 +108,22 @@ def test_gem_sends_each_domain_to_its_planned_expert_only(digits_dir, tmp_path):
         assert result["expert_load"] == [1.0 if j == run.table[domain] else 0.0 for j in range(3)]
 
 
-def test_metadata_router_needs_metadata_columns(digits_dir, tmp_path):
-    with pytest.raises(ConfigError, match="metadata columns"):
-        tiny(digits_dir, tmp_path, "router=metadata")
+def test_moge_trains_with_every_auxiliary_term_on_the_digit_sites(digits_dir, tmp_path):
+    run = tiny(digits_dir, tmp_path, "router=metadata", "router.cka_weight=0.05", "router.supcon_weight=0.1")
+    worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
+    stats = worker.step(1)
+    assert {"aux/balance", "aux/cka", "aux/supcon"} <= set(stats) and stats["aux/supcon"] > 0
+
+
+def test_metadata_router_needs_the_same_metadata_columns_everywhere(digits_dir, tmp_path):
+    index = yaml.safe_load((digits_dir / "gemlab-data.yaml").read_text())
+    for entry in index["domains"]:
+        entry["splits"] = {split: {"root": str(digits_dir / spec["root"])} for split, spec in entry["splits"].items()}
+    invert = next(entry for entry in index["domains"] if entry["name"] == "invert")
+    del invert["metadata_columns"]
+    (tmp_path / "gemlab-data.yaml").write_text(yaml.safe_dump(index))
+    with pytest.raises(ConfigError, match="same metadata columns.*'invert-3shot': \\[\\]"):
+        tiny(digits_dir, tmp_path, "router=metadata", "data.source=collection", f"data.path={tmp_path}")
 
 
 def _train_and_save(run, world: int, folder: Path, steps: int = 2) -> list[Worker]:

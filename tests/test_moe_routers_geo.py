@@ -78,6 +78,31 @@ def test_fourier_encoding_and_shared_contrast_masks():
     assert loss.item() == pytest.approx(total.item() / 4, rel=1e-5)
 
 
+def test_moge_supcon_is_the_contrast_of_the_pooled_shared_expert_features():
+    router, layer = _moge(supcon_weight=0.5, supcon_temperature=0.2)
+    layer.train()
+    x = torch.randn(4, 3, DIM)
+    metadata = torch.tensor([[0.0, 0.0], [45.0, 90.0], [-45.0, -90.0], [10.0, 10.0]])
+    labels, domains = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
+    _, routing = layer(x, labels=labels, domain=domains, metadata=metadata)
+    pooled = layer.shared_expert(x.reshape(-1, DIM)).reshape(4, 3, DIM).mean(dim=1)
+    expected = 0.5 * shared_expert_contrast(pooled, labels, domains, temperature=0.2)
+    torch.testing.assert_close(routing.aux_losses["supcon"], expected)
+    routing.aux_losses["supcon"].backward()  # the term trains the shared expert, not the routed experts
+    assert layer.shared_expert[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in layer.experts.parameters())
+    for absent in ({"labels": labels}, {"domain": domains}):  # evaluation passes no labels
+        assert "supcon" not in layer(x, metadata=metadata, **absent)[1].aux_losses
+    layer.eval()
+    assert "supcon" not in layer(x, labels=labels, domain=domains, metadata=metadata)[1].aux_losses
+    _, plain = _moge()
+    assert "supcon" not in plain.train()(x, labels=labels, domain=domains, metadata=metadata)[1].aux_losses
+    with pytest.raises(ValueError, match="supcon_weight"):
+        MetadataRouter(DIM, 4, supcon_weight=-1.0)
+    with pytest.raises(ValueError, match="supcon_temperature=0"):
+        MetadataRouter(DIM, 4, supcon_temperature=0)
+
+
 def test_confidence_router_weights_are_normalised_confidences():
     torch.manual_seed(0)
     groups = class_groups([100, 50, 10, 3, 2], medium_threshold=50, tail_threshold=3)

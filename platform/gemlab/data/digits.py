@@ -5,12 +5,22 @@ applies one shift to all of them -- rotation by 0/15/30/45/60/75 degrees
 (RotatedMNIST), a colour tint (ColoredMNIST-like), additive noise, or
 inversion -- upsamples to ``image_size`` and writes an image folder per
 split (70/20/10, stratified by class so every split holds every digit).
+
+Each domain is also a *site* on the globe: every image carries ``lat`` and
+``lon`` metadata (the site plus a little seeded scatter), so routers that
+route on metadata (MoGE) run on the shipped data. Rotations lie along one
+parallel in the order of their angles -- nearby sites, similar domains, the
+premise of geographic routing -- and the other shifts sit on other
+continents.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+
+import csv
+import io
 
 import numpy as np
 from PIL import Image
@@ -22,6 +32,14 @@ from gemlab.files import staged_folder
 
 ROTATIONS = (0, 15, 30, 45, 60, 75)
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.2, "calib": 0.1}
+SITES = {  # (latitude, longitude) in degrees
+    **{f"rot{angle}": (45.0, 2.0 * angle - 75.0) for angle in ROTATIONS},
+    "colour": (-30.0, 140.0),
+    "noise": (10.0, 20.0),
+    "invert": (-35.0, -60.0),
+}
+SITE_SCATTER_DEGREES = 2.0
+METADATA_COLUMNS = ("lat", "lon")
 
 
 def _rotated(angle: int) -> Callable[[Image.Image, np.random.Generator], Image.Image]:
@@ -62,6 +80,11 @@ def _stratified_splits(labels: np.ndarray, rng: np.random.Generator) -> dict[str
     return {split: np.sort(np.concatenate(chunks)) for split, chunks in parts.items()}
 
 
+def _site_metadata(site: tuple[float, float], rng: np.random.Generator) -> list[str]:
+    """One image's (lat, lon) as text: the site plus Gaussian scatter, rounded so the file is stable."""
+    return [f"{value:.4f}" for value in np.asarray(site) + rng.normal(0.0, SITE_SCATTER_DEGREES, 2)]
+
+
 def generate_digits(out: Path, *, seed: int = 0, image_size: int = 28) -> Path:
     """Write the nine digit domains to ``out`` and return the index file.
 
@@ -81,12 +104,26 @@ def generate_digits(out: Path, *, seed: int = 0, image_size: int = 28) -> Path:
             rng = np.random.default_rng([seed, d])
             splits = {}
             for split, indices in _stratified_splits(digits.target, rng).items():
+                metadata = io.StringIO()
+                rows = csv.writer(metadata, lineterminator="\n")
+                rows.writerow(["path", *METADATA_COLUMNS])
                 for i in indices.tolist():
                     folder = staging / name / split / str(digits.target[i])
                     folder.mkdir(parents=True, exist_ok=True)
                     image = Image.fromarray(ink[i]).resize((image_size, image_size), Image.Resampling.BILINEAR)
                     shift(image, np.random.default_rng([seed, d, i])).save(folder / f"{i:04d}.png", optimize=False)
+                    location = _site_metadata(SITES[name], np.random.default_rng([seed, d, i, 1]))
+                    rows.writerow([f"{digits.target[i]}/{i:04d}.png", *location])
+                (staging / name / split / "metadata.csv").write_text(metadata.getvalue())
                 splits[split] = {"root": f"{name}/{split}"}
-            entries.append({"name": name, "task": "classification", "format": "imagefolder", "splits": splits})
+            entries.append(
+                {
+                    "name": name,
+                    "task": "classification",
+                    "format": "imagefolder",
+                    "splits": splits,
+                    "metadata_columns": list(METADATA_COLUMNS),
+                }
+            )
         write_index(staging, entries)
     return out / "gemlab-data.yaml"

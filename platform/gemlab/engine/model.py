@@ -56,7 +56,12 @@ def router_config(cfg: Mapping, mixture: DomainMixture) -> dict[str, Any]:
         columns = {d.metadata_columns for d in mixture.domains}
         if len(columns) != 1 or not next(iter(columns)):
             found = {d.name: list(d.metadata_columns) for d in mixture.domains}
-            raise ConfigError(f"router=metadata: every domain needs the same metadata columns; found {found}")
+            hint = " (digits generated before they carried lat/lon: delete data.path to regenerate)"
+            stale_digits = cfg["data"]["source"] == "digits" and not any(found.values())
+            raise ConfigError(
+                f"router=metadata: every domain needs the same metadata columns; found {found}"
+                + (hint if stale_digits else "")
+            )
         options.setdefault("metadata_dim", len(next(iter(columns))))
     level = "class" if name == "class_gem" else "domain"
     if name in PLANNED_ROUTERS and cfg["plan"]["level"] != level:

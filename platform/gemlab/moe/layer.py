@@ -6,7 +6,10 @@
 The layer flattens tokens, expands per-sample side information to tokens,
 asks the router for a ``Routing``, and runs dispatch -> experts -> combine.
 It never looks at the router's type; the auxiliary losses come back in
-``routing.aux_losses`` (already weighted), not on the output tensor.
+``routing.aux_losses`` (already weighted), not on the output tensor. A
+router that regularises the layer's shared expert defines
+``shared_expert_losses(shared_output, context)``; the layer hands it the
+shared expert's output, so that expert runs once.
 """
 
 from __future__ import annotations
@@ -53,5 +56,9 @@ class MoELayer(nn.Module):
         routing = self.router(tokens, context)
         y = routing.combine(self.experts(routing.dispatch(tokens), routing.segment_sizes), tokens.shape[0])
         if self.shared_expert is not None:
-            y = y + routing.shared_weight * self.shared_expert(tokens)
+            shared = self.shared_expert(tokens)
+            y = y + routing.shared_weight * shared
+            regularise = getattr(self.router, "shared_expert_losses", None)  # e.g. MoGE's supervised contrast
+            if regularise is not None:
+                routing.aux_losses.update(regularise(shared, context))
         return y.reshape(x.shape), routing

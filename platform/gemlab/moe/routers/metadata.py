@@ -10,8 +10,10 @@ shared expert alone.
 
 Auxiliary terms: load balance; CKA diversity among the experts' outputs on a
 random subset of tokens forced through every expert (call ``attach`` with
-the layer's experts to enable it); and, computed by the training loop on the
-shared expert's features, :func:`shared_expert_contrast`.
+the layer's experts to enable it); and supervised contrast on the shared
+expert's per-sample features (:func:`shared_expert_contrast`), which the
+layer asks for through :meth:`MetadataRouter.shared_expert_losses` once it
+has run the shared expert -- so the shared expert runs once per token.
 """
 
 from __future__ import annotations
@@ -61,12 +63,17 @@ class MetadataRouter(nn.Module):
         balance_weight: float = 0.01,
         cka_weight: float = 0.0,
         cka_tokens: int = 64,
+        supcon_weight: float = 0.0,
+        supcon_temperature: float = 0.1,
         fallback: bool = False,
     ) -> None:
         super().__init__()
-        if not 1 <= k <= num_experts or not temperature > 0:
-            raise ValueError(f"metadata router: need k in 1..{num_experts} and temperature > 0, got {k}, {temperature}")
-        check_weights(balance_weight=balance_weight, cka_weight=cka_weight)
+        if not 1 <= k <= num_experts or not temperature > 0 or not supcon_temperature > 0:
+            raise ValueError(
+                f"metadata router: need k in 1..{num_experts} and temperatures > 0, "
+                f"got k={k}, temperature={temperature}, supcon_temperature={supcon_temperature}"
+            )
+        check_weights(balance_weight=balance_weight, cka_weight=cka_weight, supcon_weight=supcon_weight)
         self.encoder = nn.Linear(2 * metadata_dim * frequencies, embed_dim)
         self.keys = nn.Parameter(torch.randn(num_experts, embed_dim) / math.sqrt(embed_dim))
         self.gamma = nn.Parameter(torch.zeros(()))
@@ -77,12 +84,27 @@ class MetadataRouter(nn.Module):
             cka_tokens,
             fallback,
         )
+        self.supcon_weight, self.supcon_temperature = supcon_weight, supcon_temperature
         self._experts: tuple[Experts, ...] = ()  # a reference, not a submodule: the layer owns the experts
 
     def attach(self, experts: Experts) -> MetadataRouter:
         """Give the router the layer's experts, for the CKA diversity term."""
         self._experts = (experts,)
         return self
+
+    def shared_expert_losses(self, shared: torch.Tensor, context: RoutingContext) -> dict[str, torch.Tensor]:
+        """λ_SupCon times the shared expert's contrast; ``shared`` is its output per token (B*T, D).
+
+        Each sample's tokens are mean-pooled first: the contrast is between images, not patches.
+        Only in training, and only with labels and domains (evaluation has no labels).
+        """
+        if not (self.supcon_weight > 0 and self.training) or context.labels is None or context.domain is None:
+            return {}
+        batch, length = context.batch_shape
+        pooled = shared.reshape(batch, length, -1).mean(dim=1)
+        labels, domains = context.labels[::length], context.domain[::length]
+        contrast = shared_expert_contrast(pooled, labels, domains, self.supcon_temperature)
+        return {"supcon": self.supcon_weight * contrast}
 
     def forward(self, tokens: torch.Tensor, context: RoutingContext) -> SparseRouting:
         n = tokens.shape[0]
