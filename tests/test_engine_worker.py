@@ -122,7 +122,7 @@ def test_metadata_router_needs_the_same_metadata_columns_everywhere(digits_dir, 
     invert = next(entry for entry in index["domains"] if entry["name"] == "invert")
     del invert["metadata_columns"]
     (tmp_path / "gemlab-data.yaml").write_text(yaml.safe_dump(index))
-    with pytest.raises(ConfigError, match="same metadata columns.*'invert-3shot': \\[\\]"):
+    with pytest.raises(ConfigError, match=r"same metadata columns.*'invert-3shot': \[\]"):
         tiny(digits_dir, tmp_path, "router=metadata", "data.source=collection", f"data.path={tmp_path}")
 
 

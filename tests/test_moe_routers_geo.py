@@ -79,7 +79,7 @@ def test_fourier_encoding_and_shared_contrast_masks():
 
 
 def test_moge_supcon_is_the_contrast_of_the_pooled_shared_expert_features():
-    router, layer = _moge(supcon_weight=0.5, supcon_temperature=0.2)
+    _, layer = _moge(supcon_weight=0.5, supcon_temperature=0.2)
     layer.train()
     x = torch.randn(4, 3, DIM)
     metadata = torch.tensor([[0.0, 0.0], [45.0, 90.0], [-45.0, -90.0], [10.0, 10.0]])

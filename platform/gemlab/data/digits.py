@@ -16,11 +16,10 @@ continents.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import csv
 import io
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
