@@ -1,8 +1,11 @@
-"""Shared fixtures: generated digit domains (once per session) and one local Ray for the integration tests."""
+"""Shared fixtures: generated digit domains (once per session), one local Ray for the integration tests,
+and an S3 endpoint on the loopback interface for object-store storage."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -32,3 +35,24 @@ def ray_session():
     ray.init(num_cpus=4, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3 endpoint on 127.0.0.1 (moto's server): object-store storage is tested over the real S3 protocol."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_uri(s3_endpoint, request) -> str:
+    """A storage URI of its own per test, credentials and endpoint in the URI so Ray's workers can open it too."""
+    prefix = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:60]
+    options = f"endpoint_override={s3_endpoint}&scheme=http&region=us-east-1&allow_bucket_creation=true"
+    return f"s3://test:test@gemlab/{prefix}?{options}"

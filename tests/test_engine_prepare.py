@@ -24,8 +24,8 @@ def tiny(digits_dir: Path, storage: Path, *overrides: str):
 
 def test_prepare_writes_the_plan_and_the_run_record(digits_dir, tmp_path):
     run = tiny(digits_dir, tmp_path)
-    assert run.run_dir == tmp_path / run.name and run.cfg.data.path == str(digits_dir)
-    assert Plan.load(run.run_dir / PLAN_FILE).assignment.tolist() == list(run.table)
+    assert run.run_dir.local_path == tmp_path / run.name and run.cfg.data.path == str(digits_dir)
+    assert Plan.load(run.run_dir.local_path / PLAN_FILE).assignment.tolist() == list(run.table)
     record = json.loads((run.run_dir / RUN_FILE).read_text())
     assert record["identity"]["moe"]["num_experts"] == 2 and "num_workers" not in record["identity"]["trainer"]
     again = tiny(digits_dir, tmp_path)  # same inputs: the same plan, byte for byte
@@ -94,13 +94,14 @@ def test_latest_checkpoint_is_the_newest_complete_one(digits_dir, tmp_path):
     run = tiny(digits_dir, tmp_path)
     assert latest_checkpoint(run.run_dir) is None
     worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
+    local = run.run_dir.local_path
     for step in (3, 12):
-        folder = run.run_dir / f"checkpoint-{step:07d}"
+        folder = local / f"checkpoint-{step:07d}"
         folder.mkdir()
         meta = {"plan_fingerprint": "p", "num_experts": 2, "identity_digest": "i", "step": step}
         write_checkpoint(folder, worker.model, worker.optimizer, worker.role, meta, [{"step": step}])
-    (run.run_dir / "checkpoint-0000020").mkdir()  # an upload that never started
-    truncated = run.run_dir / "checkpoint-0000030"
+    (local / "checkpoint-0000020").mkdir()  # an upload that never started
+    truncated = local / "checkpoint-0000030"
     truncated.mkdir()
     (truncated / "meta.json").write_text('{"step": 30}')
     (truncated / "history.json").write_text("")  # a copy cut short

@@ -36,16 +36,17 @@ def test_a_gem_run_trains_reports_and_writes_its_results(ray_session, digits_dir
     assert {w["plan_sha256"] for w in starts} == {__import__("hashlib").sha256(run.plan.to_json().encode()).hexdigest()}
     assert sorted(e for w in starts for e in w["experts"]) == [0, 1]  # one expert per worker, none twice
     assert result.history[-1]["allreduce_bytes_per_step"] > 0
-    table = pq.read_table(write_results(run.run_dir, run.cfg, run.name, result.history)).to_pylist()
+    table = pq.read_table(write_results(run.run_dir, run.cfg, run.name, result.history).path).to_pylist()
     accuracy = [r for r in table if r["metric"] == "accuracy" and r["domain"] == "rot0"]
     assert [r["step"] for r in accuracy] == [3, 6] and 0 <= accuracy[-1]["value"] <= 1
     assert {(r["router"], r["strategy"], r["precision"], r["num_experts"], r["seed"]) for r in table} == {
         ("gem", "gem", 8, 2, 0)
     }
-    assert (run.run_dir / "plan.json").is_file() and (run.run_dir / RUN_FILE).is_file()
-    checkpoints = sorted(p.name for p in run.run_dir.glob("checkpoint-*"))
+    local = run.run_dir.local_path
+    assert (local / "plan.json").is_file() and (local / RUN_FILE).is_file()
+    checkpoints = sorted(p.name for p in local.glob("checkpoint-*"))
     assert checkpoints == ["checkpoint-0000003", "checkpoint-0000006"]
-    shards = sorted(p.name for p in (run.run_dir / checkpoints[-1]).iterdir())
+    shards = sorted(p.name for p in (local / checkpoints[-1]).iterdir())
     assert {"shared.pt", "expert-0000.pt", "expert-0001.pt", "meta.json", "history.json"} <= set(shards)
 
 

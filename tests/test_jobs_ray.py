@@ -10,12 +10,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from gemlab.cli import main
+from gemlab.engine.checkpoint import latest_checkpoint, read_history
 from gemlab.jobs.client import client, wait
+from gemlab.storage import Location
 
 pytestmark = pytest.mark.ray
 
@@ -30,36 +33,73 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-@pytest.fixture(scope="module")
-def ray_head():
-    """A head bound to 127.0.0.1 on free ports, in its own temp dir; stopped (with its jobs) at the end."""
-    gcs, dashboard, client_port, agent = _free_ports(4)
-    temp = tempfile.mkdtemp(prefix="gr", dir="/tmp")  # short: Ray's socket paths live under it
+def _ray_start(*args: str) -> subprocess.Popen:
+    """``ray start --block`` bound to 127.0.0.1; SIGTERM stops that node (``ray stop`` would stop every Ray here)."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # jobs run the `python` of this environment
-    command = [
-        str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-        f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+    ray = str(Path(sys.executable).parent / "ray")
+    command = [ray, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _until(ready, what: str, processes: list[subprocess.Popen], seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            raise RuntimeError(f"{what} did not happen in {seconds:.0f} s")
+        time.sleep(1)
+
+
+def _answers(address: str) -> bool:
+    try:
+        urllib.request.urlopen(f"{address}/api/version", timeout=2)
+        return True
+    except OSError:
+        return False
+
+
+def _alive_nodes(address: str) -> int:
+    from ray.util.state import list_nodes
+
+    return sum(node.state == "ALIVE" for node in list_nodes(address=address))
+
+
+def _stop(*nodes: subprocess.Popen) -> None:
+    for node in reversed(nodes):
+        node.terminate()
+        node.wait(timeout=60)
+
+
+@contextmanager
+def _cluster(head_cpus: int, *worker_cpus: int):
+    """A head (and worker nodes) on 127.0.0.1, free ports, its own temp dir: (dashboard address, worker nodes)."""
+    gcs, dashboard, client_port, agent = _free_ports(4)
+    temp = tempfile.mkdtemp(prefix="gr", dir="/tmp")  # short: Ray's socket paths live under it
+    head = _ray_start(
+        "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
         f"--ray-client-server-port={client_port}", f"--dashboard-agent-listen-port={agent}",
-        "--num-cpus=4", f"--temp-dir={temp}", "--include-dashboard=true", "--disable-usage-stats",
-    ]  # fmt: skip
-    head = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{address}/api/version", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or head.poll() is not None:
-                head.kill()
-                raise RuntimeError("the Ray head did not start") from None
-            time.sleep(1)
+        f"--num-cpus={head_cpus}", f"--temp-dir={temp}", "--include-dashboard=true",
+    )  # fmt: skip
+    address, workers = f"http://127.0.0.1:{dashboard}", []
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    yield address
-    head.terminate()  # `ray start --block` stops its cluster on SIGTERM; `ray stop` would stop every Ray here
-    head.wait(timeout=60)
-    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        _until(lambda: _answers(address), "the Ray head answering", [head])
+        for cpus in worker_cpus:  # a second raylet on this machine: a node of its own, with its own ports
+            agent_port, metrics = _free_ports(2)
+            ports = [f"--dashboard-agent-listen-port={agent_port}", f"--metrics-export-port={metrics}"]
+            workers.append(_ray_start(f"--address=127.0.0.1:{gcs}", f"--num-cpus={cpus}", *ports))
+        _until(lambda: _alive_nodes(address) == 1 + len(workers), "every node joining", [head, *workers])
+        yield address, workers
+    finally:
+        _stop(head, *workers)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A one-node cluster with 4 CPUs, stopped (with its jobs) at the end."""
+    with _cluster(4) as (address, _):
+        yield address
 
 
 def _job_id(output: str) -> str:
@@ -97,3 +137,21 @@ def test_a_job_with_a_bad_override_fails_with_the_error_in_its_logs(ray_head, ca
     assert "moe.bogus" in capsys.readouterr().out
     assert main(["submit", "--address", ray_head, "train", "experiment=tiny", "moe.bogus=1"]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_a_two_node_run_resumes_on_the_node_left_after_the_other_leaves(digits_dir, s3_uri, capsys):
+    """One CPU per node, so two workers must span both; the run lives in an object store every node reaches."""
+    common = ["train", "experiment=tiny", f"data.path={digits_dir}", f"storage_path='{s3_uri}'"]
+    with _cluster(1, 1) as (address, (worker_node,)):
+        assert main(["submit", "--address", address, *common, "trainer.num_workers=2", "trainer.max_steps=6"]) == 0
+        assert "SUCCEEDED" in capsys.readouterr().out
+        _stop(worker_node)  # the node leaves; the head's single CPU is what is left
+        _until(lambda: _alive_nodes(address) == 1, "the worker node leaving", [])
+        rerun = [*common, "trainer.num_workers=[1,2]", "trainer.max_steps=9"]  # elastic: sized by live nodes
+        assert main(["submit", "--address", address, "--follow", *rerun]) == 0
+    followed = capsys.readouterr().out
+    assert "9 steps, continuing from step 6" in followed and "[gem] step     9/9" in followed
+    (run_dir,) = Location.parse(s3_uri).folders("tiny-gem-")
+    assert latest_checkpoint(run_dir)[0] == 9
+    history = read_history(latest_checkpoint(run_dir)[1])
+    assert [r["step"] for r in history] == [3, 6, 9]

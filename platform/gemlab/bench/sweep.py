@@ -30,7 +30,7 @@ def _overrides(args: argparse.Namespace, storage: str) -> list[str]:
 
 def _sweep(args: argparse.Namespace, storage: str) -> float:
     from gemlab.engine.config import DEFAULT_CONFIG_DIR, compose_config
-    from gemlab.engine.data import resolve
+    from gemlab.storage import Location
     from gemlab.tune.command import absolute_paths
     from gemlab.tune.sweep import SweepSpec, make_tuner, sweep_name
 
@@ -39,7 +39,7 @@ def _sweep(args: argparse.Namespace, storage: str) -> float:
     spec = SweepSpec.from_config(cfg)
     spec = replace(spec, space={key: values[: args.trials] for key, values in spec.space.items()})
     base = absolute_paths(_overrides(args, storage), cfg)
-    sweep_dir = resolve(storage) / "sweeps" / sweep_name(cfg, spec)
+    sweep_dir = Location.parse(storage) / "sweeps" / sweep_name(cfg, spec)
     make_tuner(cfg, spec, base, sweep_dir, str(DEFAULT_CONFIG_DIR)).fit()
     return time.perf_counter() - started
 

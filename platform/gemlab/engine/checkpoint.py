@@ -24,6 +24,7 @@ from torch import nn
 
 from gemlab.engine.config import ConfigError
 from gemlab.engine.parallel import WorkerRole, expert_parameters
+from gemlab.storage import Location
 
 SHARED_FILE, META_FILE, HISTORY_FILE = "shared.pt", "meta.json", "history.json"
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it registered
@@ -95,7 +96,7 @@ def read_checkpoint(
     return int(meta["step"]), read_history(folder)
 
 
-def _registered(run_dir: Path) -> set[str] | None:
+def _registered(run_dir: Location) -> set[str] | None:
     """The checkpoint folders Ray Train registered (all ranks' uploads done), or None without a readable record."""
     try:
         snapshot = json.loads((run_dir / RAY_SNAPSHOT).read_text())
@@ -104,7 +105,7 @@ def _registered(run_dir: Path) -> set[str] | None:
         return None
 
 
-def _readable_step(folder: Path) -> int | None:
+def _readable_step(folder: Location) -> int | None:
     try:
         json.loads((folder / HISTORY_FILE).read_text())
         return int(json.loads((folder / META_FILE).read_text())["step"])
@@ -112,7 +113,7 @@ def _readable_step(folder: Path) -> int | None:
         return None
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+def latest_checkpoint(run_dir: Location) -> tuple[int, Location] | None:
     """(step, folder) of the run's newest complete checkpoint, or None.
 
     Complete: registered by Ray Train (when its record exists) and with readable meta and history. A worker
@@ -120,17 +121,15 @@ def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
     copied; it is skipped.
     """
     registered = _registered(run_dir)
-    steps = {}
-    for folder in run_dir.glob("checkpoint-*"):
+    steps = []
+    for folder in run_dir.folders("checkpoint-"):
         if registered is None or folder.name in registered:
             step = _readable_step(folder)
             if step is not None:
-                steps[folder] = step
-    if not steps:
-        return None
-    newest = max(steps, key=steps.__getitem__)
-    return steps[newest], newest
+                steps.append((step, folder))
+    return max(steps, key=lambda pair: pair[0], default=None)
 
 
-def read_history(folder: Path) -> list[dict[str, Any]]:
+def read_history(folder: Path | Location) -> list[dict[str, Any]]:
+    """The evaluation records saved with a checkpoint, from a local folder or the run's storage."""
     return json.loads((folder / HISTORY_FILE).read_text())

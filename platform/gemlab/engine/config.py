@@ -101,12 +101,6 @@ def validate(cfg: DictConfig) -> None:
     _require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
     _require(cfg.resume in RESUME_MODES, "resume", cfg.resume, f"one of {RESUME_MODES}")
     _require(
-        "://" not in str(cfg.storage_path),
-        "storage_path",
-        cfg.storage_path,
-        "a local or shared-filesystem folder (object-store URIs such as s3:// are not supported yet)",
-    )
-    _require(
         isinstance(cfg.moe.num_experts, int) and cfg.moe.num_experts >= 1,
         "moe.num_experts",
         cfg.moe.num_experts,

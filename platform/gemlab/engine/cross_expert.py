@@ -9,8 +9,6 @@ rest shows how specialised the experts became.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from omegaconf import DictConfig
 
@@ -22,12 +20,14 @@ from gemlab.engine.model import build_model, routing_table
 from gemlab.engine.prepare import PLAN_FILE, plan_fingerprint
 from gemlab.moe.routers.gem import GEMRouter
 from gemlab.plan.plan import Plan
+from gemlab.storage import Location
 
 
-def cross_expert_accuracy(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> dict[str, list[float]] | None:
+def cross_expert_accuracy(cfg: DictConfig, run_dir: Location, checkpoint: Location) -> dict[str, list[float]] | None:
     """Domain name -> accuracy through expert 0..E-1 on the eval split; None for routers without a table."""
     mixture = build_mixture(cfg.data, cfg.seed)
-    plan = Plan.load(run_dir / PLAN_FILE) if (run_dir / PLAN_FILE).exists() else None
+    plan_file = run_dir / PLAN_FILE
+    plan = Plan.from_json(plan_file.read_text(), source=str(plan_file)) if plan_file.is_file() else None
     if routing_table(cfg, mixture, plan) is None:
         return None
     model = build_model(as_plain(cfg), mixture, plan)
@@ -36,7 +36,8 @@ def cross_expert_accuracy(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> d
         "num_experts": cfg.moe.num_experts,
         "identity_digest": identity_digest(cfg),
     }
-    read_checkpoint(checkpoint, model, None, expected)
+    with checkpoint.local_copy() as folder:
+        read_checkpoint(folder, model, None, expected)
     routers = [m for m in model.modules() if isinstance(m, GEMRouter)]
     tensors = DomainTensors(mixture, cfg.data.image_size)
     domains = range(len(mixture.domains))
@@ -53,7 +54,7 @@ def cross_expert_accuracy(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> d
     return matrix
 
 
-def with_cross_expert(cfg: DictConfig, run_dir: Path, history: list[dict]) -> list[dict]:
+def with_cross_expert(cfg: DictConfig, run_dir: Location, history: list[dict]) -> list[dict]:
     """``history`` with the cross-expert matrix added to its last record (when the run has a table)."""
     latest = latest_checkpoint(run_dir)
     if not history or latest is None or latest[0] != history[-1]["step"]:

@@ -92,7 +92,7 @@ def make_trainer(prepared: Prepared, progress=None, callbacks: Sequence = ()):
         train_loop_config={
             "cfg": as_plain(cfg),
             "shared": shared_ref,
-            "run_dir": str(prepared.run_dir),
+            "run_dir": prepared.run_dir.uri,
             "meta": meta,
             "progress": progress,
         },
@@ -103,7 +103,7 @@ def make_trainer(prepared: Prepared, progress=None, callbacks: Sequence = ()):
         ),
         run_config=RunConfig(
             name=prepared.name,
-            storage_path=str(prepared.run_dir.parent),
+            storage_path=prepared.run_dir.parent.uri,  # a folder or an object-store URI: Ray opens both
             failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.trainer.keep_checkpoints),
             callbacks=list(callbacks),

@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from gemlab.engine.checkpoint import read_checkpoint, write_checkpoint
 from gemlab.engine.worker import Worker, role_summary
+from gemlab.storage import Location
 
 
 def _gather(value: Any) -> list[Any]:
@@ -92,13 +93,13 @@ def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def _maybe_fail(cfg: dict[str, Any], run_dir: Path, step: int, rank: int, world_size: int) -> None:
+def _maybe_fail(cfg: dict[str, Any], run_dir: Location, step: int, rank: int, world_size: int) -> None:
     """The fault-tolerance test hook: the last rank dies once at ``testing.fail_once_at_step``."""
     if cfg["testing"]["fail_once_at_step"] != step or rank != world_size - 1:
         return
     marker = run_dir / f".failed-once-at-{step}"
     if not marker.exists():
-        marker.touch()
+        marker.write_bytes(b"")
         raise RuntimeError(f"testing.fail_once_at_step={step}: injected worker failure on rank {rank}")
 
 
@@ -110,7 +111,7 @@ def train_loop(config: dict[str, Any]) -> list[dict[str, Any]] | None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     shared = ray.get(config["shared"])  # put once by the driver: every worker reads the same plan
-    cfg, run_dir, progress = config["cfg"], Path(config["run_dir"]), config.get("progress")
+    cfg, run_dir, progress = config["cfg"], Location.parse(config["run_dir"]), config.get("progress")
     worker = Worker(cfg, shared["plan"], shared["table"], rank, world_size)
     meta = dict(config["meta"])
     step, history = 0, []

@@ -7,6 +7,9 @@ runs' tables concatenate, and reports are group-bys over one schema.
 
 from __future__ import annotations
 
+import io
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from gemlab.engine.model import needs_plan
-from gemlab.files import atomic_path
+from gemlab.storage import Location
 
 RESULTS_FILE, TENSORBOARD_DIR = "results.parquet", "tensorboard"
 ALL_DOMAINS = "all"  # the domain column of run-level metrics (mean accuracy, losses, speed)
@@ -79,27 +82,34 @@ def results_table(cfg: DictConfig, name: str, history: Sequence[dict[str, Any]],
     return table
 
 
-def write_table(table, path: Path) -> Path:
-    """Write a results table as Parquet, atomically."""
+def write_table(table, path: Location) -> Location:
+    """Write a results table as Parquet, whole or not at all."""
     import pyarrow.parquet as pq
 
-    with atomic_path(path) as temp:
-        pq.write_table(table, temp)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    path.write_bytes(buffer.getvalue())
     return path
 
 
-def write_results(run_dir: Path, cfg: DictConfig, name: str, history: Sequence[dict[str, Any]]) -> Path:
-    """``results.parquet`` of the whole history, written atomically."""
+def write_results(run_dir: Location, cfg: DictConfig, name: str, history: Sequence[dict[str, Any]]) -> Location:
+    """``results.parquet`` of the whole history."""
     return write_table(results_table(cfg, name, history), run_dir / RESULTS_FILE)
 
 
 class TensorBoardLog:
-    """Scalars per domain and per loss, and the routing heatmap as an image, for each evaluation."""
+    """Scalars per domain and per loss, and the routing heatmap as an image, for each evaluation.
 
-    def __init__(self, run_dir: Path) -> None:
+    Event files are appended to as a run goes on, which an object store cannot do: for a run stored
+    there, events are written to a local folder and the folder is uploaded after every evaluation.
+    """
+
+    def __init__(self, run_dir: Location) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR))
+        self.target = run_dir / TENSORBOARD_DIR
+        self.staging = None if self.target.is_local else Path(tempfile.mkdtemp(prefix="gemlab-tensorboard-"))
+        self.writer = SummaryWriter(str(self.staging or self.target.local_path))
 
     def add(self, record: dict[str, Any]) -> None:
         step = record["step"]
@@ -108,9 +118,14 @@ class TensorBoardLog:
                 self.writer.add_scalar(f"{metric}/{domain}", value, step)
         self.writer.add_figure("routing/expert_load", routing_heatmap(record), step)
         self.writer.flush()
+        if self.staging is not None:
+            self.target.upload(self.staging)
 
     def close(self) -> None:
         self.writer.close()
+        if self.staging is not None:
+            self.target.upload(self.staging)
+            shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def routing_heatmap(record: dict[str, Any]):

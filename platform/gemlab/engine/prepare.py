@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,13 +21,13 @@ from gemlab.data.mixture import DomainMixture
 from gemlab.engine.config import ConfigError, as_plain, default_capacity, identity, identity_digest, run_name
 from gemlab.engine.data import DomainTensors, build_mixture, resolve
 from gemlab.engine.model import build_model, needs_plan, routing_table
-from gemlab.files import write_text_atomically
 from gemlab.plan.affinity import affinity_from_features
 from gemlab.plan.errors import PlanError
 from gemlab.plan.plan import Plan
 from gemlab.plan.planner import make_plan
 from gemlab.plan.problem import AssignmentProblem
 from gemlab.plan.strategies import StrategyOptions
+from gemlab.storage import Location, StorageError
 
 RUN_FILE, PLAN_FILE = "run.json", "plan.json"
 
@@ -38,7 +36,7 @@ RUN_FILE, PLAN_FILE = "run.json", "plan.json"
 class Prepared:
     cfg: DictConfig
     name: str
-    run_dir: Path
+    run_dir: Location  # storage_path/name: a folder, or a prefix in an object store
     mixture: DomainMixture
     plan: Plan | None
     table: tuple[int, ...] | None  # domain -> expert for expert-parallel routers, else None
@@ -125,7 +123,7 @@ def planner_inputs_digest(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def cached_plan(cfg: DictConfig, mixture: DomainMixture, cache: Path | None) -> Plan:
+def cached_plan(cfg: DictConfig, mixture: DomainMixture, cache: Location | None) -> Plan:
     """The plan from ``cache/<planner inputs digest>.json``, solved and stored there on a miss.
 
     Sweep trials that differ only in what the plan does not depend on (λ, lr, seed of nothing planned)
@@ -135,31 +133,34 @@ def cached_plan(cfg: DictConfig, mixture: DomainMixture, cache: Path | None) -> 
         return solve_plan(cfg, mixture)
     path = cache / f"{planner_inputs_digest(cfg)}.json"
     if path.is_file():
-        return Plan.load(path)
+        return Plan.from_json(path.read_text(), source=str(path))
     plan = solve_plan(cfg, mixture)
-    cache.mkdir(parents=True, exist_ok=True)
-    plan.save(path)  # atomic: a concurrent trial reads the old absence or the whole file
+    path.write_text(plan.to_json())  # whole or absent: a concurrent trial reads no part of it
     return plan
 
 
-def run_folder(cfg: DictConfig, name: str) -> Path:
-    """``storage_path/name``, created; raises ConfigError if the storage path is not writable."""
-    storage = resolve(cfg.storage_path)
-    folder = storage / name
+def storage_location(cfg: DictConfig) -> Location:
+    """``storage_path`` as a Location; raises ConfigError when pyarrow cannot open it."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-probe-{uuid.uuid4().hex}"
-        probe.write_text("")
-        probe.unlink()
+        return Location.parse(cfg.storage_path)
+    except StorageError as error:
+        raise ConfigError(f"storage_path: {error}") from None
+
+
+def run_folder(cfg: DictConfig, name: str) -> Location:
+    """``storage_path/name``, created; raises ConfigError if the storage path is not writable."""
+    folder = storage_location(cfg) / name
+    try:
+        folder.check_writable()
     except OSError as error:
-        raise ConfigError(f"storage_path={cfg.storage_path!r}: cannot write to {folder}: {error}") from None
+        raise ConfigError(f"storage_path={storage_location(cfg)}: cannot write to {folder}: {error}") from None
     return folder
 
 
-def check_resumable(cfg: DictConfig, run_dir: Path, plan: Plan | None) -> None:
+def check_resumable(cfg: DictConfig, run_dir: Location, plan: Plan | None) -> None:
     """Refuse a run folder holding another experiment, another plan, or any run when ``resume=never``."""
     record = run_dir / RUN_FILE
-    if not record.exists():
+    if not record.is_file():
         return
     if cfg.resume == "never":
         raise ConfigError(f"resume=never: {run_dir} already holds a run; choose another name or resume=auto")
@@ -186,13 +187,13 @@ def with_absolute_paths(cfg: DictConfig) -> DictConfig:
     """A copy whose file paths are absolute: workers run elsewhere, and another folder is another experiment."""
     cfg = cfg.copy()
     cfg.data.path = str(resolve(cfg.data.path))
-    cfg.storage_path = str(resolve(cfg.storage_path))
+    cfg.storage_path = storage_location(cfg).uri
     if cfg.affinity.backbone != "init":
         cfg.affinity.backbone = str(resolve(cfg.affinity.backbone))
     return cfg
 
 
-def prepare(cfg: DictConfig, plan_cache: Path | None = None) -> Prepared:
+def prepare(cfg: DictConfig, plan_cache: Location | None = None) -> Prepared:
     """Data, plan and run folder for ``cfg``; raises ConfigError before any worker starts.
 
     ``plan_cache``: a folder of plans keyed by their inputs (see :func:`cached_plan`).
@@ -213,7 +214,7 @@ def prepare(cfg: DictConfig, plan_cache: Path | None = None) -> Prepared:
         "identity_digest": identity_digest(cfg),
         "plan_fingerprint": plan_fingerprint(plan),
     }
-    write_text_atomically(run_dir / RUN_FILE, json.dumps(record, indent=2, sort_keys=True))
+    (run_dir / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
     if plan is not None:
-        plan.save(run_dir / PLAN_FILE)
+        (run_dir / PLAN_FILE).write_text(plan.to_json())
     return Prepared(cfg, name, run_dir, mixture, plan, table)

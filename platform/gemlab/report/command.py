@@ -17,7 +17,9 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", nargs="+", type=Path, help="results.parquet files, or folders holding them")
+    parser.add_argument(
+        "results", nargs="+", help="results.parquet files, or folders holding them (paths or storage URIs: s3://…)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the tables and figures")
     parser.add_argument("--metric", default="accuracy")
 

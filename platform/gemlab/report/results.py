@@ -11,10 +11,13 @@ split (an optimistic, oracle-style selection); say so when you quote it.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
+
+from gemlab.storage import Location, StorageError
 
 ALL = "all"
 RUN_KEYS = ["method", "candidate", "seed"]
@@ -24,12 +27,16 @@ class ReportError(ValueError):
     """Unreadable or empty results; the message names the file."""
 
 
-def results_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Each path as given, or every ``results.parquet`` under a folder."""
+def results_files(paths: Iterable[str | Path]) -> list[Location]:
+    """Each path (or storage URI) as given, or every ``results.parquet`` under a folder."""
     files = []
-    for path in map(Path, paths):
+    for given in paths:
+        try:
+            path = Location.parse(given)
+        except StorageError as error:
+            raise ReportError(str(error)) from None
         if path.is_dir():
-            found = sorted(path.rglob("results.parquet"))
+            found = path.files_named("results.parquet")
             if not found:
                 raise ReportError(f"{path}: no results.parquet under this folder")
             files += found
@@ -49,7 +56,7 @@ def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
     frames = []
     for file in results_files(paths):
         try:
-            frame = pd.read_parquet(file)
+            frame = pd.read_parquet(io.BytesIO(file.read_bytes()))
         except Exception as error:  # pyarrow raises several types for a file that is not Parquet
             raise ReportError(f"{file}: not a readable results table ({error})") from None
         missing = {"router", "strategy", "seed", "domain", "metric", "step", "value", "run"} - set(frame.columns)

@@ -9,7 +9,6 @@ reports can group by method and plot a metric against a parameter.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from gemlab.engine.checkpoint import latest_checkpoint, read_history
@@ -18,6 +17,7 @@ from gemlab.engine.cross_expert import with_cross_expert
 from gemlab.engine.loop import flat_metrics
 from gemlab.engine.outputs import RESULTS_FILE, TENSORBOARD_DIR, TensorBoardLog, results_table, write_table
 from gemlab.engine.prepare import with_absolute_paths
+from gemlab.storage import Location
 from gemlab.tune.sweep import trial_name, trial_overrides
 
 
@@ -28,7 +28,7 @@ def _column_value(value: Any) -> Any:
     return float(value)
 
 
-def _tensorboard(run_dir: Path, history: list[dict[str, Any]]) -> None:
+def _tensorboard(run_dir: Location, history: list[dict[str, Any]]) -> None:
     """The trial's TensorBoard events, written once from its history (trials print no live progress)."""
     folder = run_dir / TENSORBOARD_DIR
     if folder.exists():
@@ -40,19 +40,19 @@ def _tensorboard(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 def collect_results(
-    sweep_dir: Path, trials: list[dict[str, Any]], base: list[str], config_dir: str | None, metric: str
-) -> tuple[Path, list[dict[str, Any]]]:
+    sweep_dir: Location, trials: list[dict[str, Any]], base: list[str], config_dir: str | None, metric: str
+) -> tuple[Location, list[dict[str, Any]]]:
     """Write ``sweep_dir/results.parquet``; return it and one leaderboard row per trial that reported."""
     import pyarrow as pa
 
     tables, rows = [], []
     for index, params in enumerate(trials):
         name = trial_name(index)
-        latest = latest_checkpoint(sweep_dir / "trials" / name)
+        run_dir = sweep_dir / "trials" / name
+        latest = latest_checkpoint(run_dir)
         if latest is None:
             continue
         cfg = with_absolute_paths(compose_config(trial_overrides(base, params), config_dir))
-        run_dir = sweep_dir / "trials" / name
         history = with_cross_expert(cfg, run_dir, read_history(latest[1]))
         _tensorboard(run_dir, history)
         extra = {"sweep": sweep_dir.name, "trial": name, **{f"param:{k}": _column_value(v) for k, v in params.items()}}

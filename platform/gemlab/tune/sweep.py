@@ -19,12 +19,12 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from gemlab.engine.config import ConfigError, as_plain, identity
+from gemlab.storage import Location
 from gemlab.tune.space import SpaceError, expand, override
 
 SCHEDULERS = ("asha", "fifo")
@@ -112,9 +112,10 @@ def run_trial(config: dict[str, Any]) -> None:
     overrides = [
         *trial_overrides(config["base_overrides"], trial["params"]),
         f"name={trial_name(trial['index'])}",
-        f"storage_path={config['trials_dir']}",
+        override("storage_path", config["trials_dir"]),  # quoted: a URI's ?, & and = are Hydra syntax
     ]
-    prepared = prepare(compose_config(overrides, config["config_dir"]), plan_cache=Path(config["plans_dir"]))
+    plans = Location.parse(config["plans_dir"])
+    prepared = prepare(compose_config(overrides, config["config_dir"]), plan_cache=plans)
     make_trainer(prepared, callbacks=[TuneReportCallback()]).fit()
 
 
@@ -122,14 +123,14 @@ def evaluations_per_run(cfg: DictConfig) -> int:
     return math.ceil(cfg.trainer.max_steps / cfg.trainer.eval_interval)
 
 
-def make_tuner(cfg: DictConfig, spec: SweepSpec, base: list[str], sweep_dir: Path, config_dir: str, callbacks=()):
+def make_tuner(cfg: DictConfig, spec: SweepSpec, base: list[str], sweep_dir: Location, config_dir: str, callbacks=()):
     """A new Tuner over the expanded trials, or the one restored from ``sweep_dir`` (finished trials stay done)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     trainable = tune.with_resources(run_trial, {"memory": 1})
-    if tune.Tuner.can_restore(str(sweep_dir)):
-        return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_errored=True)
+    if tune.Tuner.can_restore(sweep_dir.uri):
+        return tune.Tuner.restore(sweep_dir.uri, trainable=trainable, resume_errored=True)
     options = {k: v for k, v in spec.scheduler.items() if k != "name"}
     if spec.scheduler["name"] == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=evaluations_per_run(cfg), **options)
@@ -140,8 +141,8 @@ def make_tuner(cfg: DictConfig, spec: SweepSpec, base: list[str], sweep_dir: Pat
         "trial": tune.grid_search(trials),
         "base_overrides": base,
         "config_dir": config_dir,
-        "trials_dir": str(sweep_dir / "trials"),
-        "plans_dir": str(sweep_dir / "plans"),
+        "trials_dir": (sweep_dir / "trials").uri,
+        "plans_dir": (sweep_dir / "plans").uri,
     }
     return tune.Tuner(
         trainable,
@@ -157,6 +158,6 @@ def make_tuner(cfg: DictConfig, spec: SweepSpec, base: list[str], sweep_dir: Pat
             reuse_actors=spec.scheduler["name"] == "fifo",
         ),
         run_config=tune.RunConfig(
-            name=sweep_dir.name, storage_path=str(sweep_dir.parent), verbose=0, callbacks=list(callbacks)
+            name=sweep_dir.name, storage_path=sweep_dir.parent.uri, verbose=0, callbacks=list(callbacks)
         ),
     )
