@@ -60,6 +60,7 @@ def test_kuberay_manifests_carry_the_required_fields():
 def test_runtime_env_ships_the_code_but_not_the_venv_data_or_runs():
     env = load_runtime_env()
     assert Path(env["working_dir"]) == REPO_ROOT and env["env_vars"]["PYTHONPATH"] == "platform"
+    assert env["env_vars"]["RAY_JOB_STOP_SIGNAL"] == "SIGINT"  # a stop aborts the run gracefully
     excluded = PathSpec.from_lines("gitwildmatch", env["excludes"])
     for path in (".venv/bin/python", "data/digits/rot0/a.png", "runs/x/results.parquet", ".git/HEAD"):
         assert excluded.match_file(path), path

@@ -106,7 +106,7 @@ def _job_id(output: str) -> str:
     return next(line.split()[1] for line in output.splitlines() if line.startswith("submitted "))
 
 
-def test_a_submitted_run_succeeds_writes_results_and_resumes_on_fewer_workers(ray_head, digits_dir, tmp_path, capsys):
+def test_a_submitted_run_succeeds_and_its_results_logs_and_status_are_read(ray_head, digits_dir, tmp_path, capsys):
     common = [f"data.path={digits_dir}", f"storage_path={tmp_path}", "experiment=quickstart"]
     assert main(["submit", "--address", ray_head, "train", *common, "trainer.max_steps=20"]) == 0
     output = capsys.readouterr().out
@@ -122,12 +122,6 @@ def test_a_submitted_run_succeeds_writes_results_and_resumes_on_fewer_workers(ra
     assert main(["jobs", "list", "--address", ray_head]) == 0
     assert job in capsys.readouterr().out
 
-    # the same run resubmitted on 1 worker instead of 2, with a larger budget: it continues from step 20
-    more = [*common, "trainer.max_steps=30", "trainer.num_workers=1", "baselines=[]"]
-    assert main(["submit", "--address", ray_head, "--follow", "train", *more]) == 0
-    followed = capsys.readouterr().out
-    assert "continuing from step 20" in followed and "[gem] step    30/30" in followed
-
 
 def test_a_job_with_a_bad_override_fails_with_the_error_in_its_logs(ray_head, capsys):
     assert main(["submit", "--address", ray_head, "--no-wait", "train", "experiment=tiny", "moe.bogus=1"]) == 0
@@ -139,19 +133,39 @@ def test_a_job_with_a_bad_override_fails_with_the_error_in_its_logs(ray_head, ca
     assert "FAILED" in capsys.readouterr().out
 
 
-def test_a_two_node_run_resumes_on_the_node_left_after_the_other_leaves(digits_dir, s3_uri, capsys):
-    """One CPU per node, so two workers must span both; the run lives in an object store every node reaches."""
+def _checkpointed_step(run_root: Location) -> int:
+    """The newest complete checkpoint's step of the one run under ``run_root``; 0 before there is one."""
+    runs = run_root.folders("tiny-gem-")
+    latest = latest_checkpoint(runs[0]) if runs else None
+    return latest[0] if latest else 0
+
+
+def test_a_run_stopped_mid_way_on_two_nodes_resumes_on_the_node_left(digits_dir, s3_uri, capsys):
+    """One CPU per node, so the two workers span both nodes; the run lives in an object store both reach.
+
+    The job is stopped while it trains (a budget it cannot reach in the test), the worker node leaves, and the
+    run is resubmitted on the one node left with an elastic worker range: it continues from the checkpoint the
+    stopped job left, not from scratch.
+    """
     common = ["train", "experiment=tiny", f"data.path={digits_dir}", f"storage_path='{s3_uri}'"]
+    runs = Location.parse(s3_uri)
     with _cluster(1, 1) as (address, (worker_node,)):
-        assert main(["submit", "--address", address, *common, "trainer.num_workers=2", "trainer.max_steps=6"]) == 0
-        assert "SUCCEEDED" in capsys.readouterr().out
+        first = [*common, "trainer.num_workers=2", "trainer.max_steps=100000"]
+        assert main(["submit", "--address", address, "--no-wait", *first]) == 0
+        job = _job_id(capsys.readouterr().out)
+        _until(lambda: _checkpointed_step(runs) >= 6, "a second checkpoint", [], seconds=180)
+        assert main(["jobs", "stop", job, "--address", address]) == 0
+        assert wait(client(address), job) == "STOPPED"
+        main(["jobs", "logs", job, "--address", address])
+        assert "was stopped; its checkpoints are kept" in capsys.readouterr().out  # aborted, not killed
+        stopped_at = _checkpointed_step(runs)
         _stop(worker_node)  # the node leaves; the head's single CPU is what is left
         _until(lambda: _alive_nodes(address) == 1, "the worker node leaving", [])
-        rerun = [*common, "trainer.num_workers=[1,2]", "trainer.max_steps=9"]  # elastic: sized by live nodes
+        rerun = [*common, "trainer.num_workers=[1,2]", f"trainer.max_steps={stopped_at + 3}"]
         assert main(["submit", "--address", address, "--follow", *rerun]) == 0
     followed = capsys.readouterr().out
-    assert "9 steps, continuing from step 6" in followed and "[gem] step     9/9" in followed
-    (run_dir,) = Location.parse(s3_uri).folders("tiny-gem-")
-    assert latest_checkpoint(run_dir)[0] == 9
-    history = read_history(latest_checkpoint(run_dir)[1])
-    assert [r["step"] for r in history] == [3, 6, 9]
+    assert f"continuing from step {stopped_at}" in followed and f"step {stopped_at + 3:5d}/{stopped_at + 3}" in followed
+    (run_dir,) = runs.folders("tiny-gem-")
+    step, checkpoint = latest_checkpoint(run_dir)
+    assert step == stopped_at + 3
+    assert [r["step"] for r in read_history(checkpoint)] == list(range(3, stopped_at + 4, 3))

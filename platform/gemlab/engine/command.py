@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gemlab.engine.config import ConfigError, compose_config
     from gemlab.engine.cross_expert import with_cross_expert
+    from gemlab.engine.launch import RunStopped
     from gemlab.engine.outputs import TENSORBOARD_DIR, comparison_table, write_results
     from gemlab.engine.prepare import prepare
 
@@ -95,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
     except TrainingFailedError as error:
         print(f"gemlab train: the run failed: {error}", file=sys.stderr)
         return 1
+    except RunStopped as stopped:
+        print(f"gemlab train: {stopped}; its checkpoints are kept and the same command continues it", flush=True)
+        return 130  # the shell's code for a run ended by SIGINT
     finished = [(r.prepared.cfg.router.name, r.history[-1]) for r in results if r.history]
     if finished:
         print(f"\nper-domain accuracy ({cfg.data.eval_split} split, last evaluation):")

@@ -2,8 +2,11 @@
 
 With no address (and no ``RAY_ADDRESS``) ``ray.init`` starts a local Ray;
 with one, the same command runs on that cluster. The plan is ``ray.put``
-once and its ObjectRef travels in the train-loop config. ``fit()`` runs in a
-thread while this one drains the progress queue that rank 0 fills, so the
+once and its ObjectRef travels in the train-loop config. ``fit()`` runs on
+the main thread -- there Ray Train turns SIGINT (Ctrl-C, or ``gemlab jobs
+stop`` with the runtime env's ``RAY_JOB_STOP_SIGNAL``) into a graceful
+abort that stops the workers and withdraws the run's resource request --
+while a reader thread drains the progress queue that rank 0 fills, so the
 user sees one line per evaluation instead of Ray's logs.
 """
 
@@ -12,9 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import queue as queue_errors
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,10 @@ from gemlab.engine.loop import train_loop
 from gemlab.engine.prepare import Prepared, plan_fingerprint
 
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
+
+
+class RunStopped(RuntimeError):
+    """The run was stopped by SIGINT (Ctrl-C, ``gemlab jobs stop``) and aborted gracefully; its checkpoints stay."""
 
 
 @dataclass
@@ -112,7 +119,11 @@ def make_trainer(prepared: Prepared, progress=None, callbacks: Sequence = ()):
 
 
 def run_training(prepared: Prepared, on_event: Callable[[dict[str, Any]], None]) -> RunResult:
-    """Fit the run on the connected Ray; ``on_event`` sees each worker start and each evaluation record."""
+    """Fit the run on the connected Ray; ``on_event`` sees each worker start and each evaluation record.
+
+    Raises RunStopped when SIGINT stopped the run, what ``fit()`` raises (``TrainingFailedError`` when the
+    run failed for good), and what ``on_event`` raised on the reader thread once the fit has ended.
+    """
     import ray
     from ray.util.queue import Queue
 
@@ -120,26 +131,37 @@ def run_training(prepared: Prepared, on_event: Callable[[dict[str, Any]], None])
     started = time.perf_counter()
     progress = Queue()
     result = RunResult(prepared, [])
+    fitted, reader_errors = threading.Event(), []
 
-    def drain(timeout: float) -> None:
-        try:
-            event = progress.get(timeout=timeout)
-        except queue_errors.Empty:
-            return
+    def handle(event: dict[str, Any]) -> None:
         if event["event"] == "start":
             result.workers.append(event)
         elif event["event"] == "first_step" and result.first_step_seconds is None:
             result.first_step_seconds = time.perf_counter() - started
         on_event(event)
 
-    with ThreadPoolExecutor(1) as pool:
-        fitting = pool.submit(make_trainer(prepared, progress).fit)
-        while not fitting.done():
-            drain(timeout=0.2)
-        while not progress.empty():
-            drain(timeout=0.2)
-        outcome = fitting.result()  # raises TrainingFailedError when the run failed for good
-    ray.kill(progress.actor)
+    def read() -> None:
+        try:
+            while not (fitted.is_set() and progress.empty()):
+                try:
+                    handle(progress.get(timeout=0.2))
+                except queue_errors.Empty:
+                    continue
+        except BaseException as error:  # handed to the main thread, which re-raises it
+            reader_errors.append(error)
+
+    reader = threading.Thread(target=read, name="gemlab-progress", daemon=True)
+    reader.start()
+    try:
+        outcome = make_trainer(prepared, progress).fit()  # on the main thread: see the module docstring
+    except SystemExit:  # how Ray Train's SIGINT handler ends ``fit()`` once it has aborted the run
+        raise RunStopped(f"{prepared.name} was stopped") from None
+    finally:
+        fitted.set()
+        reader.join()
+        ray.kill(progress.actor)
+    if reader_errors:
+        raise reader_errors[0]
     result.history = outcome.return_value or []
     result.seconds = time.perf_counter() - started
     return result
