@@ -58,6 +58,13 @@ def test_uris_keep_their_options_and_hide_their_credentials():
     with pytest.raises(StorageError, match="not on a local or shared filesystem"):
         _ = child.local_path
     assert Location.parse("file:///tmp/runs").local_path.as_posix() == "/tmp/runs"
+    gcs = Location.parse("gs://bucket/runs?scheme=http&endpoint_override=127.0.0.1:9") / "run-a"
+    assert (gcs.path, gcs.uri) == (
+        "bucket/runs/run-a",
+        "gs://bucket/runs/run-a?scheme=http&endpoint_override=127.0.0.1:9",
+    )
+    with pytest.raises(StorageError, match="gs://bucket/runs\\?anonymous=1: not a location pyarrow can open"):
+        Location.parse("gs://bucket/runs?anonymous=1")  # pyarrow's own complaint follows, naming the option
     with pytest.raises(StorageError, match="bogus://bucket/runs: not a location pyarrow can open"):
         Location.parse("bogus://bucket/runs")
 
