@@ -7,6 +7,7 @@ import math
 import pytest
 
 from gemlab.engine.config import DEFAULT_CONFIG_DIR, ConfigError, compose_config
+from gemlab.tune.command import leaderboard, trial_status
 from gemlab.tune.space import SpaceError, expand, override
 from gemlab.tune.sweep import SweepSpec, check_trials, sweep_name
 
@@ -79,3 +80,18 @@ def test_a_sweep_needs_a_sweep_and_valid_trials():
         check_trials(SweepSpec.from_config(compose_config(["sweep=smoke"])), ["sweep=smoke", "trainer.nope=1"], None)
     with pytest.raises(ConfigError, match=r"sweep\.mode"):
         SweepSpec.from_config(compose_config(["sweep=smoke", "sweep.mode=best"]))
+
+
+def test_leaderboard_words_say_how_each_trial_ended():
+    assert trial_status("TERMINATED", 60, 60) == "finished"
+    assert trial_status("TERMINATED", 15, 60) == "stopped at 15"  # the scheduler stopped it
+    assert trial_status("RUNNING", 30, 60) == "interrupted"  # the sweep was interrupted around it
+    assert trial_status("PENDING", 0, 60) == "interrupted"
+    assert trial_status("ERROR", 15, 60) == "failed"
+    rows = [
+        {"trial": "trial-000", "value": 0.2, "step": 60, "status": "finished", "params": {"trainer.lr": 0.01}},
+        {"trial": "trial-001", "value": 0.9, "step": 30, "status": "interrupted", "params": {"trainer.lr": 0.1}},
+    ]
+    table = leaderboard(rows, "accuracy", "max").splitlines()
+    assert table[2] == "| 1 | trial-001 | 0.9000 | 30 | interrupted | trainer.lr=0.1 |"
+    assert table[3].startswith("| 2 | trial-000 | 0.2000 | 60 | finished |")

@@ -16,7 +16,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gemlab.storage import Location
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +45,28 @@ def _progress_callback(max_steps: int, metric: str):
             print(f"[{trial_name(trial.config['trial']['index'])}] {how}  {trial.config['trial']['params']}")
 
     return TrialLines()
+
+
+def saved_statuses(sweep_dir: Location) -> dict[int, str]:
+    """Each trial's Tune status by index, as the sweep's saved experiment state has it.
+
+    Read back from storage, not taken from the ResultGrid: after an interruption Tune marks the trials it
+    stops while cleaning up TERMINATED in memory, but the state it saved just before records them
+    unfinished (RUNNING, PENDING, PAUSED), which is what a restore resumes. Trials that Tune had not created
+    yet are absent.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    return {trial.config["trial"]["index"]: trial.status for trial in ExperimentAnalysis(sweep_dir.uri).trials}
+
+
+def trial_status(tune_status: str | None, reported_step: int, max_steps: int) -> str:
+    """The leaderboard's word for a trial: what the scheduler saw, and whether the sweep let it end."""
+    if tune_status == "ERROR":
+        return "failed"
+    if tune_status != "TERMINATED":
+        return "interrupted"
+    return "finished" if reported_step >= max_steps else f"stopped at {reported_step}"
 
 
 def absolute_paths(overrides: list[str], cfg) -> list[str]:
@@ -96,12 +121,18 @@ def run(args: argparse.Namespace) -> int:
     errors = [str(result.error) for result in grid if result.error is not None]
     seen = {result.config["trial"]["index"]: (result.metrics or {}).get("step", 0) for result in grid}
     path, rows = collect_results(sweep_dir, trials, base, config_dir, spec.metric)
+    statuses = saved_statuses(sweep_dir)
     for row in rows:  # what the scheduler saw: a stopped run may have trained on until its workers were stopped
-        reported = seen.get(int(row["trial"].removeprefix("trial-")), 0)
-        row["status"] = "finished" if reported >= cfg.trainer.max_steps else f"stopped at {reported}"
+        index = int(row["trial"].removeprefix("trial-"))
+        row["status"] = trial_status(statuses.get(index), seen.get(index, 0), cfg.trainer.max_steps)
     print("\n" + leaderboard(rows, spec.metric, spec.mode))
     print(f"\nresults {path}  trial runs {sweep_dir / 'trials'}")
     if errors:
         print(f"gemlab sweep: {len(errors)} trial(s) failed:\n" + "\n".join(errors), file=sys.stderr)
         return 1
+    ended = sum(status in ("TERMINATED", "ERROR") for status in statuses.values())
+    if ended < len(trials):  # SIGINT (Ctrl-C, gemlab jobs stop): Tune saved its state before it returned
+        print(f"gemlab sweep: interrupted after {ended} of {len(trials)} trials ended; "
+              "the same command resumes the sweep", flush=True)  # fmt: skip
+        return 130
     return 0
