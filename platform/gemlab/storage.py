@@ -27,6 +27,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from gemlab.files import atomic_path
+
 _CREDENTIALS = re.compile(r"://[^/@?#]*@")
 
 
@@ -129,18 +131,12 @@ class Location:
     def write_bytes(self, data: bytes) -> None:
         """Write the whole file at once (parents created): readers never see a part of it."""
         self.parent.make_dirs()
-        target = self
-        if self.is_local:  # a rename is atomic on a filesystem; an object-store PUT is atomic by itself
-            target = self.parent / f".{self.name}.{uuid.uuid4().hex}.tmp"
-        try:
-            with target.filesystem.open_output_stream(target.path) as stream:
-                stream.write(data)
-            if target is not self:
-                self.filesystem.move(target.path, self.path)
-        except BaseException:
-            if target is not self:
-                Path(target.path).unlink(missing_ok=True)
-            raise
+        if self.is_local:  # a temp file renamed over the target
+            with atomic_path(Path(self.path)) as temp:
+                temp.write_bytes(data)
+            return
+        with self.filesystem.open_output_stream(self.path) as stream:  # one PUT: whole or absent
+            stream.write(data)
 
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode("utf-8"))

@@ -17,9 +17,8 @@ from gemlab.engine.config import as_plain, identity_digest
 from gemlab.engine.data import DomainTensors, build_mixture
 from gemlab.engine.evaluate import evaluate_domains
 from gemlab.engine.model import build_model, routing_table
-from gemlab.engine.prepare import PLAN_FILE, plan_fingerprint
+from gemlab.engine.prepare import PLAN_FILE, plan_fingerprint, read_plan
 from gemlab.moe.routers.gem import GEMRouter
-from gemlab.plan.plan import Plan
 from gemlab.storage import Location
 
 
@@ -27,7 +26,7 @@ def cross_expert_accuracy(cfg: DictConfig, run_dir: Location, checkpoint: Locati
     """Domain name -> accuracy through expert 0..E-1 on the eval split; None for routers without a table."""
     mixture = build_mixture(cfg.data, cfg.seed)
     plan_file = run_dir / PLAN_FILE
-    plan = Plan.from_json(plan_file.read_text(), source=str(plan_file)) if plan_file.is_file() else None
+    plan = read_plan(plan_file) if plan_file.is_file() else None
     if routing_table(cfg, mixture, plan) is None:
         return None
     model = build_model(as_plain(cfg), mixture, plan)

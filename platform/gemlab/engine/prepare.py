@@ -123,6 +123,11 @@ def planner_inputs_digest(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
+def read_plan(file: Location) -> Plan:
+    """A plan saved as JSON in the run's storage; raises PlanInputError naming the file if it is not one."""
+    return Plan.from_json(file.read_text(), source=str(file))
+
+
 def cached_plan(cfg: DictConfig, mixture: DomainMixture, cache: Location | None) -> Plan:
     """The plan from ``cache/<planner inputs digest>.json``, solved and stored there on a miss.
 
@@ -133,7 +138,7 @@ def cached_plan(cfg: DictConfig, mixture: DomainMixture, cache: Location | None)
         return solve_plan(cfg, mixture)
     path = cache / f"{planner_inputs_digest(cfg)}.json"
     if path.is_file():
-        return Plan.from_json(path.read_text(), source=str(path))
+        return read_plan(path)
     plan = solve_plan(cfg, mixture)
     path.write_text(plan.to_json())  # whole or absent: a concurrent trial reads no part of it
     return plan
@@ -149,11 +154,12 @@ def storage_location(cfg: DictConfig) -> Location:
 
 def run_folder(cfg: DictConfig, name: str) -> Location:
     """``storage_path/name``, created; raises ConfigError if the storage path is not writable."""
-    folder = storage_location(cfg) / name
+    storage = storage_location(cfg)
+    folder = storage / name
     try:
         folder.check_writable()
     except OSError as error:
-        raise ConfigError(f"storage_path={storage_location(cfg)}: cannot write to {folder}: {error}") from None
+        raise ConfigError(f"storage_path={storage}: cannot write to {folder}: {error}") from None
     return folder
 
 
