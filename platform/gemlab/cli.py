@@ -16,7 +16,10 @@
 
 Each subcommand is a module with ``add_arguments(parser)`` and ``run(args)``;
 those modules import torch or Ray only inside ``run``, so building the parser
-stays cheap and ``gemlab plan`` never pays for them.
+stays cheap and ``gemlab plan`` never pays for them. An expected failure that
+a subcommand raises (any :class:`~gemlab.errors.GemlabError`, or an
+``OSError`` such as a missing file or an unreachable store) ends here in one
+line, ``gemlab <command>: error: <what>``, with exit status 2.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import sys
 from types import ModuleType
 
+import gemlab
 from gemlab.bench import broadcast as broadcast_bench
 from gemlab.bench import data as data_bench
 from gemlab.bench import moe as moe_bench
@@ -33,6 +37,7 @@ from gemlab.bench import sweep as sweep_bench
 from gemlab.bench import train as train_bench
 from gemlab.data import command as data_command
 from gemlab.engine import command as train_command
+from gemlab.errors import GemlabError, user_message
 from gemlab.jobs import jobs_command, submit_command
 from gemlab.plan import command as plan_command
 from gemlab.report import command as report_command
@@ -44,11 +49,12 @@ def _add(commands: argparse._SubParsersAction, name: str, module: ModuleType, he
         name, help=help_text, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     module.add_arguments(parser)
-    parser.set_defaults(run=module.run)
+    parser.set_defaults(run=module.run, prog=parser.prog)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemlab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"gemlab {gemlab.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add(commands, "plan", plan_command, "plan tasks (datasets, classes) onto experts")
     _add(commands, "data", data_command, "generate domains and inspect collections")
@@ -70,7 +76,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (GemlabError, OSError) as error:
+        print(f"{args.prog}: error: {user_message(error)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -27,12 +27,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from gemlab.errors import GemlabError
 from gemlab.files import atomic_path
 
 _CREDENTIALS = re.compile(r"://[^/@?#]*@")
 
 
-class StorageError(ValueError):
+class StorageError(GemlabError, ValueError):
     """A storage path that pyarrow cannot open."""
 
 

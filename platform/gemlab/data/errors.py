@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gemlab.errors import GemlabError
 
-class DataError(ValueError):
+
+class DataError(GemlabError, ValueError):
     """A dataset file or record is wrong; the message names the file and the record."""

@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import gemlab
+from gemlab.errors import GemlabError
 
 # The repository's experiments/ folder (the package lives in <repo>/platform/gemlab).
 DEFAULT_CONFIG_DIR = Path(gemlab.__file__).resolve().parents[2] / "experiments"
@@ -39,7 +40,7 @@ NOT_IDENTITY_TRAINER = (
 RESUME_MODES = ("auto", "never")
 
 
-class ConfigError(ValueError):
+class ConfigError(GemlabError, ValueError):
     """A config that cannot run; the message names the key and the value."""
 
 

@@ -20,13 +20,14 @@ from typing import Any
 import yaml
 
 from gemlab.engine.config import DEFAULT_CONFIG_DIR
+from gemlab.errors import GemlabError
 
 REPO_ROOT = DEFAULT_CONFIG_DIR.parent
 DEFAULT_RUNTIME_ENV = REPO_ROOT / "cluster" / "runtime_env.yaml"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
-class JobsError(RuntimeError):
+class JobsError(GemlabError, RuntimeError):
     """No address, an unreadable runtime env, an unreachable job server; the message says which."""
 
 

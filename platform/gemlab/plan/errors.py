@@ -6,8 +6,10 @@ malformed input (fix the file) from a well-formed but unsatisfiable problem
 (change the capacities).
 """
 
+from gemlab.errors import GemlabError
 
-class PlanError(ValueError):
+
+class PlanError(GemlabError, ValueError):
     """Base class of every error the planner raises on purpose."""
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from gemlab.errors import GemlabError
 from gemlab.storage import Location, StorageError
 
 ALL = "all"
 RUN_KEYS = ["method", "candidate", "seed"]
 
 
-class ReportError(ValueError):
+class ReportError(GemlabError, ValueError):
     """Unreadable or empty results; the message names the file."""
 
 

@@ -30,11 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from gemlab.errors import GemlabError
+
 SEARCHES = ("grid", "random", "domainbed")
 DISTRIBUTIONS = ("uniform", "loguniform", "randint")
 
 
-class SpaceError(ValueError):
+class SpaceError(GemlabError, ValueError):
     """A malformed search space; the message names the key."""
 
 
