@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gemlab.cli import main
-from gemlab.engine.checkpoint import latest_checkpoint, read_history, write_checkpoint
+from gemlab.engine.checkpoint import write_checkpoint
 from gemlab.engine.config import ConfigError, as_plain, compose_config
 from gemlab.engine.prepare import PLAN_FILE, RUN_FILE, prepare
 from gemlab.engine.worker import Worker
@@ -88,28 +88,6 @@ def test_a_trained_stem_can_be_the_affinity_backbone(digits_dir, tmp_path):
     write_checkpoint(folder, worker.model, worker.optimizer, worker.role, meta, [])
     planned = tiny(digits_dir, tmp_path / "other", f"affinity.backbone={folder / 'shared.pt'}")
     assert planned.plan.assignment.tolist() == run.plan.assignment.tolist()  # the same (initial) stem
-
-
-def test_latest_checkpoint_is_the_newest_complete_one(digits_dir, tmp_path):
-    run = tiny(digits_dir, tmp_path)
-    assert latest_checkpoint(run.run_dir) is None
-    worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
-    local = run.run_dir.local_path
-    for step in (3, 12):
-        folder = local / f"checkpoint-{step:07d}"
-        folder.mkdir()
-        meta = {"plan_fingerprint": "p", "num_experts": 2, "identity_digest": "i", "step": step}
-        write_checkpoint(folder, worker.model, worker.optimizer, worker.role, meta, [{"step": step}])
-    (local / "checkpoint-0000020").mkdir()  # an upload that never started
-    truncated = local / "checkpoint-0000030"
-    truncated.mkdir()
-    (truncated / "meta.json").write_text('{"step": 30}')
-    (truncated / "history.json").write_text("")  # a copy cut short
-    step, folder = latest_checkpoint(run.run_dir)
-    assert (step, folder.name) == (12, "checkpoint-0000012") and read_history(folder) == [{"step": 12}]
-    snapshot = {"checkpoint_results": [{"checkpoint_dir_name": "checkpoint-0000003"}]}
-    (run.run_dir / "checkpoint_manager_snapshot.json").write_text(json.dumps(snapshot))
-    assert latest_checkpoint(run.run_dir)[0] == 3  # Ray's record, where there is one, decides what is complete
 
 
 def test_gemlab_train_exits_2_with_the_error_on_bad_input(capsys):

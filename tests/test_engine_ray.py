@@ -8,10 +8,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from gemlab.cli import main
+from gemlab.engine.checkpoint import read_history
 from gemlab.engine.config import ConfigError, compose_config
 from gemlab.engine.launch import run_training
 from gemlab.engine.outputs import write_results
 from gemlab.engine.prepare import RUN_FILE, plan_fingerprint, prepare
+from gemlab.engine.resume import find_resume_point
 
 pytestmark = pytest.mark.ray
 
@@ -108,3 +111,26 @@ def test_rerunning_a_finished_run_continues_it_and_a_changed_plan_is_refused(ray
 def test_more_workers_than_cpus_is_refused_before_any_worker_starts(ray_session, digits_dir, tmp_path):
     with pytest.raises(ConfigError, match="needs 8 CPUs"):
         train(digits_dir, tmp_path, "trainer.num_workers=8")
+
+
+def test_a_damaged_checkpoint_is_skipped_and_a_restart_says_where_it_continues(
+    ray_session, digits_dir, tmp_path, capsys
+):
+    """The driver and every worker continue from the newest checkpoint that verifies; each restart is one line."""
+    first, _ = train(digits_dir, tmp_path)
+    local = first.prepared.run_dir.local_path
+    shard = local / "checkpoint-0000006" / "expert-0001.pt"
+    shard.write_bytes(shard.read_bytes()[:100])  # a copy cut short
+    overrides = ["experiment=tiny", f"data.path={digits_dir}", f"storage_path={tmp_path}", "trainer.max_steps=9"]
+    assert main(["train", *overrides, "testing.fail_once_at_step=8", "trainer.max_failures=1"]) == 0
+    out, err = capsys.readouterr()
+    assert f"damaged checkpoint skipped: {shard}: 100 bytes" in err
+    assert "continuing from checkpoint-0000003 (step 3)" in err
+    assert "9 steps, continuing from step 3 (checkpoint-0000003)" in out
+    assert "the worker group restarted (a worker failed, or nodes joined or left); " in out
+    assert "continuing from the checkpoint of step 6" in out
+    # the new step-6 checkpoint took another name than the damaged one; both that and step 3 aged out since
+    assert sorted(p.name for p in local.glob("checkpoint-*")) == ["checkpoint-0000006-1", "checkpoint-0000009"]
+    resume = find_resume_point(first.prepared.run_dir)
+    assert resume.folder.name == "checkpoint-0000009" and resume.skipped == ()
+    assert [r["step"] for r in read_history(resume.folder)] == [3, 6, 9]

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gemlab.cli import main
-from gemlab.engine.checkpoint import latest_checkpoint
+from gemlab.engine.resume import find_resume_point
 from gemlab.storage import Location
 
 pytestmark = pytest.mark.ray
@@ -36,7 +36,8 @@ def test_a_run_in_an_object_store_resumes_there_on_another_worker_count(
     assert "test:test" not in out  # credentials in the URI are never printed
     (run_dir,) = Location.parse(s3_uri).folders("tiny-gem-")
     assert {"run.json", "plan.json", "results.parquet", "tensorboard"} <= {p.name for p in _children(run_dir)}
-    step, checkpoint = latest_checkpoint(run_dir)
+    resume = find_resume_point(run_dir)
+    step, checkpoint = resume.step, resume.folder
     assert step == 6 and {"shared.pt", "expert-0000.pt", "expert-0001.pt"} <= {p.name for p in _children(checkpoint)}
     assert json.loads((checkpoint / "meta.json").read_text())["step"] == 6
     table = _table(run_dir / "results.parquet")

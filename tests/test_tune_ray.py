@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gemlab.cli import main
-from gemlab.engine.checkpoint import latest_checkpoint
+from gemlab.engine.resume import find_resume_point
 from gemlab.storage import Location
 from gemlab.tune.command import saved_statuses
 from gemlab.tune.sweep import trial_name
@@ -47,9 +47,9 @@ def test_smoke_sweep_interrupted_resumes_stops_weak_trials_and_restores_without_
     unfinished = [trial_name(i) for i, s in saved_statuses(Location.parse(sweep_dir)).items() if s != "TERMINATED"]
     saved = {}
     for trial in unfinished:
-        latest = latest_checkpoint(Location.parse(sweep_dir / "trials" / trial))
-        if latest is not None:
-            saved[trial] = latest[0]
+        resume = find_resume_point(Location.parse(sweep_dir / "trials" / trial))
+        if resume.folder is not None:
+            saved[trial] = resume.step
     assert saved  # the interruption came after a checkpoint of a trial it left unfinished
     assert main(command) == 0  # resumed: unfinished trials continue from their checkpoints
     first = capsys.readouterr().out

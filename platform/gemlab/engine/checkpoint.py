@@ -5,8 +5,16 @@ One checkpoint folder holds:
 * ``shared.pt`` (rank 0) -- every non-expert weight and buffer, and their optimizer state;
 * ``expert-0003.pt`` (the first rank of expert 3's replica group) -- that expert's
   weights across all MoE layers, and their optimizer state;
-* ``meta.json`` and ``history.json`` (rank 0) -- step, plan fingerprint, config digest, and every
-  evaluation so far, so a resumed run's results table is complete.
+* ``history.json`` (rank 0) -- every evaluation so far, so a resumed run's results table is complete;
+* ``meta.json`` (rank 0, written last) -- step, plan fingerprint, config digest, and the size and
+  SHA-256 of every other file, gathered from all ranks at save time.
+
+A checkpoint is used only once it verifies against its own ``meta.json``: a
+file truncated by a full disk, emptied, or overwritten since the save is
+found before any worker loads it, and the run continues from the newest
+checkpoint that does verify (see :func:`find_resume_point`). The driver and
+rank 0 run that same function on the same storage, and rank 0 hands its
+choice to the other ranks, so every process continues from one checkpoint.
 
 There is no sampler or RNG state to save: batches and per-step random
 streams are pure functions of (seed, rank, step). Files load with
@@ -15,7 +23,10 @@ streams are pure functions of (seed, rank, step). Files load with
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +38,9 @@ from gemlab.engine.parallel import WorkerRole, expert_parameters
 from gemlab.storage import Location
 
 SHARED_FILE, META_FILE, HISTORY_FILE = "shared.pt", "meta.json", "history.json"
+CHECKPOINT_PREFIX = "checkpoint-"
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it registered
+_CHUNK = 1 << 22
 
 
 def expert_file(expert: int) -> str:
@@ -36,6 +49,18 @@ def expert_file(expert: int) -> str:
 
 class CheckpointMismatch(ConfigError):
     """A checkpoint from another plan, expert count or config: loading it would mix unrelated shards."""
+
+
+class CheckpointDamaged(ConfigError):
+    """A checkpoint file that is missing, cut short, changed since it was saved, or not loadable."""
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
 def _optimizer_state(optimizer: torch.optim.Optimizer, named: list[tuple[str, nn.Parameter]]) -> dict[str, Any]:
@@ -49,20 +74,31 @@ def write_checkpoint(
     role: WorkerRole,
     meta: dict[str, Any],
     history: list[dict[str, Any]],
+    gather: Callable[[Any], list[Any]] = lambda value: [value],
 ) -> None:
-    """This rank's share of the checkpoint into ``folder`` (Ray merges every rank's folder into one)."""
+    """This rank's share of the checkpoint into ``folder`` (Ray merges every rank's folder into one).
+
+    ``gather`` collects each rank's file records (a collective: every rank calls it); rank 0 writes them
+    into ``meta.json``, last, so a checkpoint whose meta exists lists every file it should hold.
+    """
     experts = expert_parameters(model)
     expert_names = {name for pairs in experts.values() for name, _ in pairs}
+    written = []
     if role.rank == 0:
         shared_named = [(n, p) for n, p in model.named_parameters() if n not in expert_names]
         state = {k: v for k, v in model.state_dict().items() if k not in expert_names}
         torch.save({"model": state, "optimizer": _optimizer_state(optimizer, shared_named)}, folder / SHARED_FILE)
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         (folder / HISTORY_FILE).write_text(json.dumps(history))
+        written += [SHARED_FILE, HISTORY_FILE]
     for expert, named in experts.items():
         if role.expert_groups[expert][0] == role.rank:
             state = {name: p.detach() for name, p in named}
             torch.save({"model": state, "optimizer": _optimizer_state(optimizer, named)}, folder / expert_file(expert))
+            written.append(expert_file(expert))
+    records = gather({name: _file_record(folder / name) for name in written})
+    if role.rank == 0:
+        files = {name: record for rank_records in records for name, record in rank_records.items()}
+        (folder / META_FILE).write_text(json.dumps({**meta, "files": files}, indent=2, sort_keys=True))
 
 
 def check_meta(folder: Path, expected: dict[str, Any]) -> dict[str, Any]:
@@ -77,57 +113,40 @@ def check_meta(folder: Path, expected: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _load_shard(path: Path) -> dict[str, Any]:
+    """One ``.pt`` file; raises CheckpointDamaged naming it when it is missing or not a saved state."""
+    try:
+        shard = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointDamaged(f"{path}: missing") from None
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise CheckpointDamaged(f"{path}: not a loadable checkpoint shard ({error})") from None
+    if not isinstance(shard, dict) or not {"model", "optimizer"} <= set(shard):
+        raise CheckpointDamaged(f"{path}: not a gemlab checkpoint shard")
+    return shard
+
+
 def read_checkpoint(
     folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, expected: dict[str, Any]
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Load the shared weights and this worker's experts into ``model`` (and ``optimizer``); (step, history)."""
+    """Load the shared weights and this worker's experts into ``model`` (and ``optimizer``); (step, history).
+
+    Raises CheckpointMismatch for a checkpoint of another plan or config (or without a shard this worker
+    needs) and CheckpointDamaged for a file that will not load.
+    """
     meta = check_meta(folder, expected)
-    shards = [torch.load(folder / SHARED_FILE, map_location="cpu", weights_only=True)]
+    shards = [_load_shard(folder / SHARED_FILE)]
     for expert in expert_parameters(model):
         path = folder / expert_file(expert)
         if not path.exists():
             raise CheckpointMismatch(f"checkpoint {folder}: no shard of expert {expert} ({path.name})")
-        shards.append(torch.load(path, map_location="cpu", weights_only=True))
+        shards.append(_load_shard(path))
     model.load_state_dict({k: v for shard in shards for k, v in shard["model"].items()}, strict=True)
     saved = {k: v for shard in shards for k, v in shard["optimizer"].items()}
     for name, p in model.named_parameters():
         if optimizer is not None and name in saved:
             optimizer.state[p] = {k: v.clone() if torch.is_tensor(v) else v for k, v in saved[name].items()}
     return int(meta["step"]), read_history(folder)
-
-
-def _registered(run_dir: Location) -> set[str] | None:
-    """The checkpoint folders Ray Train registered (all ranks' uploads done), or None without a readable record."""
-    try:
-        snapshot = json.loads((run_dir / RAY_SNAPSHOT).read_text())
-        return {result["checkpoint_dir_name"] for result in snapshot["checkpoint_results"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _readable_step(folder: Location) -> int | None:
-    try:
-        json.loads((folder / HISTORY_FILE).read_text())
-        return int(json.loads((folder / META_FILE).read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def latest_checkpoint(run_dir: Location) -> tuple[int, Location] | None:
-    """(step, folder) of the run's newest complete checkpoint, or None.
-
-    Complete: registered by Ray Train (when its record exists) and with readable meta and history. A worker
-    group stopped mid-upload -- a sweep trial that the scheduler stops -- can leave a newer folder half
-    copied; it is skipped.
-    """
-    registered = _registered(run_dir)
-    steps = []
-    for folder in run_dir.folders("checkpoint-"):
-        if registered is None or folder.name in registered:
-            step = _readable_step(folder)
-            if step is not None:
-                steps.append((step, folder))
-    return max(steps, key=lambda pair: pair[0], default=None)
 
 
 def read_history(folder: Path | Location) -> list[dict[str, Any]]:

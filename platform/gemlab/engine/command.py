@@ -35,22 +35,43 @@ def _plan_line(prepared) -> str:
     return f"plan ({plan.strategy}{ratio}): {experts}"
 
 
+def _restart_line(label: str, event: dict) -> str:
+    """What the user sees when the worker group starts again within one run."""
+    where = f"the checkpoint of step {event['start_step']}" if event["checkpoint"] else "scratch (no checkpoint yet)"
+    skipped = "".join(f"; damaged checkpoint skipped: {problem}" for problem in event["skipped"])
+    restarted = "the worker group restarted (a worker failed, or nodes joined or left)"
+    return f"[{label}] {restarted}; continuing from {where}{skipped}"
+
+
 def _train_or_read(prepared, address: str | None, verbose: bool):
-    """Train one prepared run on Ray, printing a line per evaluation; a finished run's results are only read."""
-    from gemlab.engine.checkpoint import latest_checkpoint, read_history
+    """Train one prepared run on Ray, printing a line per evaluation; a finished run's results are only read.
+
+    Raises NoUsableCheckpoint when the run has checkpoints and none verifies.
+    """
+    from gemlab.engine.checkpoint import read_history
     from gemlab.engine.launch import RunResult, ensure_ray, run_training
     from gemlab.engine.outputs import TensorBoardLog, progress_line
+    from gemlab.engine.resume import find_resume_point
 
     label, max_steps = prepared.cfg.router.name, prepared.cfg.trainer.max_steps
-    latest = latest_checkpoint(prepared.run_dir)
-    if latest is not None and latest[0] >= max_steps:
-        print(f"[{label}] {prepared.name} finished at step {latest[0]}: its results are read, not retrained")
-        return RunResult(prepared, read_history(latest[1]))
-    start = f"continuing from step {latest[0]}" if latest else "from scratch"
+    resume = find_resume_point(prepared.run_dir)
+    for line in resume.warnings():
+        print(f"[{label}] warning: {line}", file=sys.stderr, flush=True)
+    resume.require_usable()
+    if resume.folder is not None and resume.step >= max_steps:
+        print(f"[{label}] {prepared.name} finished at step {resume.step}: its results are read, not retrained")
+        return RunResult(prepared, read_history(resume.folder))
+    start = f"continuing from step {resume.step} ({resume.folder.name})" if resume.folder else "from scratch"
     print(f"[{label}] training {prepared.name}: {max_steps} steps, {start}")
     log = TensorBoardLog(prepared.run_dir)
+    group_starts = 0
 
     def show(event: dict) -> None:
+        nonlocal group_starts
+        if event["event"] == "start" and event["rank"] == 0:
+            group_starts += 1
+            if group_starts > 1:
+                print(_restart_line(label, event), flush=True)
         if event["event"] == "eval":
             print(progress_line(label, event, max_steps), flush=True)
             log.add(event)
@@ -65,23 +86,19 @@ def _train_or_read(prepared, address: str | None, verbose: bool):
 def run(args: argparse.Namespace) -> int:
     from ray.train import TrainingFailedError
 
-    from gemlab.engine.config import ConfigError, compose_config
+    from gemlab.engine.config import compose_config
     from gemlab.engine.cross_expert import with_cross_expert
     from gemlab.engine.launch import RunStopped
     from gemlab.engine.outputs import TENSORBOARD_DIR, comparison_table, write_results
     from gemlab.engine.prepare import prepare
 
-    try:
-        cfg = compose_config(args.overrides, args.config_dir)
-        configs = [cfg] + [
-            compose_config(_baseline_overrides(args.overrides, b), args.config_dir)
-            for b in dict.fromkeys(cfg.baselines)
-            if b != cfg.router.name
-        ]
-        runs = [prepare(c) for c in configs]
-    except ConfigError as error:
-        print(f"gemlab train: error: {error}", file=sys.stderr)
-        return 2
+    cfg = compose_config(args.overrides, args.config_dir)
+    configs = [cfg] + [
+        compose_config(_baseline_overrides(args.overrides, b), args.config_dir)
+        for b in dict.fromkeys(cfg.baselines)
+        if b != cfg.router.name
+    ]
+    runs = [prepare(c) for c in configs]
     mixture = runs[0].mixture
     sizes = ", ".join(f"{n} {d.size}" for n, d in zip(mixture.names, mixture.domains, strict=True))
     print(f"domains (training images): {sizes}")
@@ -90,9 +107,6 @@ def run(args: argparse.Namespace) -> int:
             print(_plan_line(prepared))
     try:
         results = [_train_or_read(prepared, cfg.address, cfg.trainer.verbose) for prepared in runs]
-    except ConfigError as error:
-        print(f"gemlab train: error: {error}", file=sys.stderr)
-        return 2
     except TrainingFailedError as error:
         print(f"gemlab train: the run failed: {error}", file=sys.stderr)
         return 1

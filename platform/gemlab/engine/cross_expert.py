@@ -12,12 +12,13 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from gemlab.engine.checkpoint import latest_checkpoint, read_checkpoint
+from gemlab.engine.checkpoint import read_checkpoint
 from gemlab.engine.config import as_plain, identity_digest
 from gemlab.engine.data import DomainTensors, build_mixture
 from gemlab.engine.evaluate import evaluate_domains
 from gemlab.engine.model import build_model, routing_table
 from gemlab.engine.prepare import PLAN_FILE, plan_fingerprint, read_plan
+from gemlab.engine.resume import find_resume_point
 from gemlab.moe.routers.gem import GEMRouter
 from gemlab.storage import Location
 
@@ -55,8 +56,8 @@ def cross_expert_accuracy(cfg: DictConfig, run_dir: Location, checkpoint: Locati
 
 def with_cross_expert(cfg: DictConfig, run_dir: Location, history: list[dict]) -> list[dict]:
     """``history`` with the cross-expert matrix added to its last record (when the run has a table)."""
-    latest = latest_checkpoint(run_dir)
-    if not history or latest is None or latest[0] != history[-1]["step"]:
+    resume = find_resume_point(run_dir)
+    if not history or resume.folder is None or resume.step != history[-1]["step"]:
         return history
-    matrix = cross_expert_accuracy(cfg, run_dir, latest[1])
+    matrix = cross_expert_accuracy(cfg, run_dir, resume.folder)
     return history if matrix is None else [*history[:-1], {**history[-1], "cross_expert": matrix}]

@@ -5,6 +5,13 @@ gathers the results into one record, and every rank reports its checkpoint
 shard in the same ``ray.train.report`` call (a barrier). Rank 0 also pushes
 the record to the driver's progress queue, which prints one line per
 evaluation and writes TensorBoard events while the run goes on.
+
+At every start of the worker group -- the first, and each restart after a
+failure or a change of nodes -- rank 0 chooses the checkpoint to continue
+from with :func:`~gemlab.engine.resume.find_resume_point` (the newest that
+verifies, the same function the driver runs) and sends its choice to the
+other ranks. Ray's own ``get_checkpoint()`` is not used: it is the latest
+registered checkpoint, whether or not its files are intact.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 import torch.distributed as dist
 
 from gemlab.engine.checkpoint import read_checkpoint, write_checkpoint
+from gemlab.engine.resume import ResumePoint, checkpoint_name, find_resume_point
 from gemlab.engine.worker import Worker, role_summary
 from gemlab.storage import Location
 
@@ -29,6 +37,26 @@ def _gather(value: Any) -> list[Any]:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def _from_rank_zero(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a collective: every rank calls it)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def _resume_point(run_dir: Location, rank: int) -> ResumePoint:
+    """Rank 0's choice of checkpoint, on every rank; rank 0 also prints what it skipped to the worker log."""
+    point = find_resume_point(run_dir) if rank == 0 else None
+    if point is not None:
+        for line in point.warnings():
+            print(f"gemlab: {line}", flush=True)
+    point = _from_rank_zero(point)
+    point.require_usable()
+    return point
 
 
 class _Window:
@@ -115,13 +143,22 @@ def train_loop(config: dict[str, Any]) -> list[dict[str, Any]] | None:
     worker = Worker(cfg, shared["plan"], shared["table"], rank, world_size)
     meta = dict(config["meta"])
     step, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            step, history = read_checkpoint(Path(folder), worker.model, worker.optimizer, meta)
+    resume = _resume_point(run_dir, rank)
+    if resume.folder is not None:
+        with resume.folder.local_copy() as folder:
+            step, history = read_checkpoint(folder, worker.model, worker.optimizer, meta)
     if progress is not None:
         plan_sha = hashlib.sha256((shared["plan"].to_json() if shared["plan"] else "").encode()).hexdigest()
-        progress.put({"event": "start", "start_step": step, "plan_sha256": plan_sha, **role_summary(worker.role)})
+        progress.put(
+            {
+                "event": "start",
+                "start_step": step,
+                "checkpoint": resume.folder.name if resume.folder else None,
+                "skipped": list(resume.skipped) if rank == 0 else [],
+                "plan_sha256": plan_sha,
+                **role_summary(worker.role),
+            }
+        )
     trainer = cfg["trainer"]
     window = _Window()
     while step < trainer["max_steps"]:
@@ -136,11 +173,12 @@ def train_loop(config: dict[str, Any]) -> list[dict[str, Any]] | None:
         if record is not None:
             history.append(record)
         with tempfile.TemporaryDirectory() as folder:
-            write_checkpoint(Path(folder), worker.model, worker.optimizer, worker.role, {**meta, "step": step}, history)
+            meta_now = {**meta, "step": step}
+            write_checkpoint(Path(folder), worker.model, worker.optimizer, worker.role, meta_now, history, _gather)
             ray.train.report(
                 flat_metrics(record) if record else {"step": step},
                 checkpoint=ray.train.Checkpoint.from_directory(folder),
-                checkpoint_dir_name=f"checkpoint-{step:07d}",
+                checkpoint_dir_name=checkpoint_name(step, resume.taken),
             )
         if record is not None and progress is not None:
             progress.put({"event": "eval", **record})

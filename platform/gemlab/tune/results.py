@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from gemlab.engine.checkpoint import latest_checkpoint, read_history
+from gemlab.engine.checkpoint import read_history
 from gemlab.engine.config import compose_config
 from gemlab.engine.cross_expert import with_cross_expert
 from gemlab.engine.loop import flat_metrics
 from gemlab.engine.outputs import RESULTS_FILE, TENSORBOARD_DIR, TensorBoardLog, results_table, write_table
 from gemlab.engine.prepare import with_absolute_paths
+from gemlab.engine.resume import find_resume_point
 from gemlab.storage import Location
 from gemlab.tune.sweep import trial_name, trial_overrides
 
@@ -49,11 +50,11 @@ def collect_results(
     for index, params in enumerate(trials):
         name = trial_name(index)
         run_dir = sweep_dir / "trials" / name
-        latest = latest_checkpoint(run_dir)
-        if latest is None:
+        resume = find_resume_point(run_dir)
+        if resume.folder is None:
             continue
         cfg = with_absolute_paths(compose_config(trial_overrides(base, params), config_dir))
-        history = with_cross_expert(cfg, run_dir, read_history(latest[1]))
+        history = with_cross_expert(cfg, run_dir, read_history(resume.folder))
         _tensorboard(run_dir, history)
         extra = {"sweep": sweep_dir.name, "trial": name, **{f"param:{k}": _column_value(v) for k, v in params.items()}}
         tables.append(results_table(cfg, name, history, extra))
