@@ -4,37 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from gemlab.cli import main
 from gemlab.report.results import ReportError, load_results, selected
 from gemlab.report.tables import ablation_table, per_domain_table, to_csv, to_latex, to_markdown
-
-DOMAINS = ["big", "small"]
-
-
-def run_rows(run, router, strategy, seed, accuracy, balance=None, loads=None, cross=None):
-    """Rows of one run: an early evaluation (step 50, deliberately better) and the last one (step 100)."""
-    rows = []
-    for step, scale in ((50, 1.2), (100, 1.0)):
-        values = {d: scale * a for d, a in zip(DOMAINS, accuracy, strict=True)}
-        for domain, value in values.items():
-            rows.append((domain, "accuracy", step, value))
-            for j, share in enumerate((loads or {}).get(domain, [])):
-                rows.append((domain, f"expert_load/{j}", step, share))
-            for j, acc in enumerate((cross or {}).get(domain, [])):
-                rows.append((domain, f"cross_expert/{j}", step, acc))
-        rows.append(("all", "accuracy", step, float(np.mean(list(values.values())))))
-    return [
-        {
-            "run": run, "tag": "t", "router": router, "strategy": strategy, "precision": 8 if strategy else None,
-            "num_experts": 2, "seed": seed, "domain": d, "metric": m, "step": s, "value": v,
-            "param:router.balance_weight": balance,
-        }
-        for d, m, s, v in rows
-    ]  # fmt: skip
+from report_rows import run_rows
 
 
 @pytest.fixture

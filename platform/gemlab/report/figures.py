@@ -2,15 +2,25 @@
 
 Each figure has axis labels with units, a colour bar or a legend, and a
 title that says which runs it shows; each is a pure function of the results.
+The functions here decide which figures there are and what each shows
+(:class:`Figure`); drawing waits for :meth:`Figure.save`, so that every
+destination can be checked before the first file is written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import is_bool_dtype
 
+from gemlab.files import atomic_path
+from gemlab.report.output import safe_name
 from gemlab.report.results import ALL, domains_of, last_evaluations, selected
 
 
@@ -23,86 +33,140 @@ def _pyplot():
     return plt
 
 
-def _matrix(rows: pd.DataFrame, prefix: str) -> tuple[list[str], np.ndarray]:
-    """Domain × expert means of the ``<prefix><j>`` metrics."""
-    part = rows[rows["metric"].str.startswith(prefix)].copy()
-    part["expert"] = part["metric"].str[len(prefix) :].astype(int)
-    domains = domains_of(part)
-    pivot = part.groupby(["domain", "expert"])["value"].mean().unstack("expert").reindex(domains)
-    return domains, pivot.to_numpy()
+def _literal(text: object) -> str:
+    """Text that matplotlib shows as written: a ``$`` in a name read from results would start mathtext.
+
+    Control characters other than newlines (a NUL has no glyph) show as ``�``.
+    """
+    return "".join(c if c.isprintable() or c == "\n" else "\ufffd" for c in str(text)).replace("$", r"\$")
 
 
-def _heat(path: Path, domains: list[str], values: np.ndarray, title: str, label: str, marks=None) -> Path:
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(1.6 + 0.55 * values.shape[1], 1.2 + 0.45 * len(domains)))
+@dataclass(frozen=True)
+class Figure:
+    """One PNG to write: a safe file name, and how to draw it (given pyplot, returns a matplotlib figure)."""
+
+    file_name: str
+    draw: Callable[[Any], Any]
+
+    def save(self, path: Path) -> None:
+        """Draw and write through a temp file renamed over ``path``: whole or absent; raises OSError."""
+        plt = _pyplot()
+        figure = self.draw(plt)
+        try:
+            with atomic_path(path) as temp:
+                figure.savefig(temp, format="png", dpi=120)
+        finally:
+            plt.close(figure)
+
+
+def _family(rows: pd.DataFrame, family: str) -> pd.DataFrame:
+    """Rows of the ``<family>/<j>`` metrics (numbered, as loading checked), with the expert ``j`` as a column."""
+    part = rows[rows["metric"].str.startswith(f"{family}/")]
+    return part.assign(expert=part["metric"].str.removeprefix(f"{family}/").astype(int))
+
+
+def _matrix(part: pd.DataFrame, domains: list[str], experts: list[int]) -> np.ndarray:
+    """Domain × expert means of a family's rows (NaN where the results have none)."""
+    pivot = part.groupby(["domain", "expert"])["value"].mean().unstack("expert")
+    return pivot.reindex(index=domains, columns=experts).to_numpy(dtype=float)
+
+
+def _heat(domains, experts, values, title, label, marks, plt):
+    figure, axes = plt.subplots(figsize=(1.6 + 0.55 * len(experts), 1.2 + 0.45 * len(domains)))
     image = axes.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    axes.set_xticks(range(values.shape[1]), [str(j) for j in range(values.shape[1])])
-    axes.set_yticks(range(len(domains)), domains)
+    axes.set_xticks(range(len(experts)), [str(j) for j in experts])
+    axes.set_yticks(range(len(domains)), [_literal(d) for d in domains])
     axes.set_xlabel("expert")
     axes.set_ylabel("domain")
-    axes.set_title(title, fontsize=9)
-    for row, column in marks or []:
+    axes.set_title(_literal(title), fontsize=9)
+    for row, column in marks:
         axes.add_patch(plt.Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     figure.colorbar(image, ax=axes, label=label)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return figure
 
 
-def routing_heatmaps(frame: pd.DataFrame, out: Path) -> list[Path]:
-    """Per method: the share of each domain's routed tokens that each expert received (last evaluation)."""
-    paths = []
+def routing_heatmaps(frame: pd.DataFrame) -> list[Figure]:
+    """Per method: the share of each domain's routed tokens that each expert got (last evaluation); raises nothing."""
+    figures = []
     for method, rows in selected(frame).groupby("method"):
-        domains, values = _matrix(rows, "expert_load/")
-        if len(domains):
+        loads = _family(rows, "expert_load")
+        domains, experts = domains_of(loads), sorted(set(loads["expert"]))
+        if domains:
+            values = _matrix(loads, domains, experts)
             title = f"routing heatmap: {method}\n(selected runs, mean over seeds)"
-            paths.append(_heat(out / f"heatmap-{method}.png", domains, values, title, "share of tokens"))
-    return paths
+            draw = partial(_heat, domains, experts, values, title, "share of tokens", [])
+            figures.append(Figure(f"heatmap-{safe_name(method)}.png", draw))
+    return figures
 
 
-def cross_expert_matrices(frame: pd.DataFrame, out: Path) -> list[Path]:
-    """Per method with a domain → expert table: each domain's accuracy through each expert; assigned one boxed."""
-    paths = []
+def _routed_marks(loads: pd.DataFrame, domains: list[str], experts: list[int]) -> list[tuple[int, int]]:
+    """(row, column) of each domain's most-loaded expert; none where a domain has no loads or that expert no column."""
+    load_experts = sorted(set(loads["expert"]))
+    routed = [
+        (i, load_experts[int(np.nanargmax(row))])
+        for i, row in enumerate(_matrix(loads, domains, load_experts))
+        if np.isfinite(row).any()
+    ]
+    return [(i, experts.index(expert)) for i, expert in routed if expert in experts]
+
+
+def cross_expert_matrices(frame: pd.DataFrame) -> list[Figure]:
+    """Per method with a domain → expert table: each domain's accuracy through each expert, its routed one boxed.
+
+    Raises nothing.
+    """
+    figures = []
     for method, rows in selected(frame).groupby("method"):
-        domains, values = _matrix(rows, "cross_expert/")
-        if not len(domains):
+        cross = _family(rows, "cross_expert")
+        domains, experts = domains_of(cross), sorted(set(cross["expert"]))
+        if not domains:
             continue
-        _, loads = _matrix(rows, "expert_load/")
-        marks = [(i, int(np.nanargmax(loads[i]))) for i in range(len(domains))] if loads.size else []
+        values = _matrix(cross, domains, experts)
+        marks = _routed_marks(_family(rows, "expert_load"), domains, experts)
         title = f"cross-expert accuracy: {method}\n(red box: the expert the domain is routed to)"
-        paths.append(_heat(out / f"cross_expert-{method}.png", domains, values, title, "accuracy", marks))
-    return paths
+        draw = partial(_heat, domains, experts, values, title, "accuracy", marks)
+        figures.append(Figure(f"cross_expert-{safe_name(method)}.png", draw))
+    return figures
 
 
-def parameter_curves(frame: pd.DataFrame, out: Path, metric: str = "accuracy") -> list[Path]:
-    """Mean ``all``-domain metric against each numeric parameter that varies (λ, p, expert count, ...)."""
+def _curve(swept: pd.DataFrame, name: str, metric: str, plt):
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    for method, rows in swept.groupby("method"):
+        stats = rows.groupby("x")["value"].agg(["mean", "std"]).fillna(0).sort_index()
+        axes.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=_literal(method))
+    if (swept["x"] > 0).all() and swept["x"].max() / swept["x"].min() >= 100:
+        axes.set_xscale("log")
+    axes.set_xlabel(_literal(name))
+    axes.set_ylabel(_literal(f"{metric} (mean over domains)"))
+    axes.set_title(_literal(f"{metric} vs {name}\n(last evaluation; bars: std over runs)"), fontsize=9)
+    axes.legend(title="method", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def _numeric(values: pd.Series) -> pd.Series:
+    """A parameter's values as finite floats; truth values, text that is no number, lists, infinities become NaN."""
+    if is_bool_dtype(values):
+        return pd.Series(np.nan, index=values.index)
+    numbers = pd.to_numeric(values, errors="coerce").astype(float)
+    return numbers.where(np.isfinite(numbers))
+
+
+def parameter_curves(frame: pd.DataFrame, metric: str = "accuracy") -> list[Figure]:
+    """Mean ``all``-domain metric against each numeric parameter that varies (λ, p, expert count, ...).
+
+    Runs without the parameter, or with a value that is not a finite number,
+    drop out of its curve; a parameter with fewer than two such values has none. Raises nothing.
+    """
     last = last_evaluations(frame)
     scores = last[(last["domain"] == ALL) & (last["metric"] == metric)]
     candidates = [c for c in frame.columns if c.startswith("param:")] + ["num_experts", "precision"]
-    paths = []
-    plt = _pyplot()
+    figures = []
     for column in candidates:
-        if column not in scores:
-            continue
-        x = pd.to_numeric(scores[column], errors="coerce")  # runs without the parameter (or text values) drop out
+        x = _numeric(scores[column])
         swept = scores.assign(x=x)[x.notna()]
-        if swept["x"].nunique() < 2:
-            continue
-        figure, axes = plt.subplots(figsize=(5, 3.5))
-        for method, rows in swept.groupby("method"):
-            stats = rows.groupby("x")["value"].agg(["mean", "std"]).fillna(0).sort_index()
-            axes.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=method)
-        name = column.removeprefix("param:")
-        if (swept["x"] > 0).all() and swept["x"].max() / swept["x"].min() >= 100:
-            axes.set_xscale("log")
-        axes.set_xlabel(name)
-        axes.set_ylabel(f"{metric} (mean over domains)")
-        axes.set_title(f"{metric} vs {name}\n(last evaluation; bars: std over runs)", fontsize=9)
-        axes.legend(title="method", fontsize=8)
-        figure.tight_layout()
-        path = out / f"curve-{name}.png"
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
-        paths.append(path)
-    return paths
+        if swept["x"].nunique() >= 2:
+            name = column.removeprefix("param:")
+            figures.append(Figure(f"curve-{safe_name(name)}.png", partial(_curve, swept, name, metric)))
+    return figures

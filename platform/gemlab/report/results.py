@@ -7,66 +7,181 @@ reads the final checkpoint. Per method, the candidate with the best mean
 ``all``-domain accuracy over its seeds is selected, and its seeds give the
 mean ± std. With a single evaluation split, selection and report share that
 split (an optimistic, oracle-style selection); say so when you quote it.
+
+Results files are checked column by column as they are read, so that a
+damaged or foreign file ends in one line naming it and the column, never
+deep inside a group-by.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from pandas.api.types import is_bool_dtype, is_numeric_dtype, is_string_dtype
 
 from gemlab.errors import GemlabError
 from gemlab.storage import Location, StorageError
 
 ALL = "all"
 RUN_KEYS = ["method", "candidate", "seed"]
+SELECTION_METRIC = "accuracy"
+EXPERT_METRIC = re.compile(r"(expert_load|cross_expert)/(?P<expert>\d+)")  # a domain's value per expert j
+TEXT_COLUMNS = {"run": False, "router": False, "domain": False, "metric": False, "strategy": True}  # missing allowed
+# column: (whole numbers only, missing allowed); a parameter's own column may be absent from a run's results
+NUMBER_COLUMNS = {
+    "value": (False, True), "step": (True, False), "seed": (True, False),
+    "num_experts": (True, True), "precision": (True, True), "param:seed": (True, True),
+}  # fmt: skip
+REQUIRED_COLUMNS = sorted({*TEXT_COLUMNS, *NUMBER_COLUMNS} - {"param:seed"})
 
 
 class ReportError(GemlabError, ValueError):
-    """Unreadable or empty results; the message names the file."""
+    """Unreadable, malformed or empty results, or a metric they lack; the message names the file."""
+
+
+def _unreachable(where: Location, error: OSError) -> ReportError:
+    """An OSError from the filesystem or object store, named by the (credential-masked) location."""
+    lines = str(error).strip().splitlines()
+    return ReportError(f"{where}: {error.strerror or (lines[0] if lines else type(error).__name__)}")
 
 
 def results_files(paths: Iterable[str | Path]) -> list[Location]:
-    """Each path (or storage URI) as given, or every ``results.parquet`` under a folder."""
+    """Each path (or storage URI) as given, or every ``results.parquet`` under a folder.
+
+    Raises ReportError naming a path that is absent, a folder without results,
+    or a location that cannot be parsed or reached.
+    """
     files = []
     for given in paths:
         try:
             path = Location.parse(given)
         except StorageError as error:
             raise ReportError(str(error)) from None
-        if path.is_dir():
-            found = path.files_named("results.parquet")
-            if not found:
-                raise ReportError(f"{path}: no results.parquet under this folder")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ReportError(f"{path}: no such file or folder")
+        try:
+            files += _files_at(path)
+        except OSError as error:
+            raise _unreachable(path, error) from None
     return files
 
 
+def _files_at(path: Location) -> list[Location]:
+    if path.is_dir():
+        found = path.files_named("results.parquet")
+        if not found:
+            raise ReportError(f"{path}: no results.parquet under this folder")
+        return found
+    if path.is_file():
+        return [path]
+    raise ReportError(f"{path}: no such file or folder")
+
+
 def method_label(router: str, strategy: str | None) -> str:
+    """The router, with its planner strategy when that is not GEM's own (``gem:random``); raises nothing."""
     return router if strategy in (None, "gem") or pd.isna(strategy) else f"{router}:{strategy}"
 
 
-def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """All rows of the given results files, with ``method`` and ``candidate`` columns added."""
-    frames = []
-    for file in results_files(paths):
-        try:
-            frame = pd.read_parquet(io.BytesIO(file.read_bytes()))
-        except Exception as error:  # pyarrow raises several types for a file that is not Parquet
-            raise ReportError(f"{file}: not a readable results table ({error})") from None
-        missing = {"router", "strategy", "seed", "domain", "metric", "step", "value", "run"} - set(frame.columns)
-        if missing:
-            raise ReportError(f"{file}: not a gemlab results table (missing columns {sorted(missing)})")
-        frames.append(frame)
-    frame = pd.concat(frames, ignore_index=True)
+def _example(values: pd.Series) -> object:
+    """The first value, as Python writes it in a message (``0.5``, not ``np.float64(0.5)``)."""
+    return values.iloc[:1].tolist()[0]
+
+
+def _missing_problem(values: pd.Series) -> str | None:
+    return f"has a missing value (row {values.index[values.isna()][0]})" if values.isna().any() else None
+
+
+def _text_problem(values: pd.Series, missing_allowed: bool) -> str | None:
+    """What is wrong with a column of names (runs, routers, domains, metrics), or None."""
+    present = values.dropna()
+    if not is_string_dtype(present):
+        return f"holds {next(v for v in present if not isinstance(v, str))!r} where text belongs"
+    return None if missing_allowed else _missing_problem(values)
+
+
+def _number_problem(values: pd.Series, whole: bool, missing_allowed: bool) -> str | None:
+    """What is wrong with a column of numbers (values, steps, seeds), or None."""
+    present = values.dropna()
+    if len(present) and (is_bool_dtype(present) or not is_numeric_dtype(present)):
+        return f"holds {_example(present)!r} where numbers belong"
+    fractional = present[~np.isfinite(present.astype(float)) | (present % 1 != 0)] if whole else present[:0]
+    if len(fractional):
+        return f"holds {_example(fractional)!r} where a whole number belongs"
+    return None if missing_allowed else _missing_problem(values)
+
+
+def _check_table(file: Location, frame: pd.DataFrame) -> None:
+    """Raise ReportError naming the file and column when a results table is not one gemlab reads."""
+    missing = set(REQUIRED_COLUMNS) - set(frame.columns)
+    if missing:
+        raise ReportError(f"{file}: not a gemlab results table (missing columns {sorted(missing)})")
+    problems = {c: _text_problem(frame[c], allowed) for c, allowed in TEXT_COLUMNS.items()}
+    problems |= {c: _number_problem(frame[c], *kind) for c, kind in NUMBER_COLUMNS.items() if c in frame}
+    for column, problem in problems.items():
+        if problem:
+            raise ReportError(f"{file}: column {column!r} {problem}")
+    per_expert = frame["metric"][frame["metric"].str.startswith(("expert_load/", "cross_expert/"))]
+    malformed = per_expert[~per_expert.str.fullmatch(EXPERT_METRIC)]
+    if len(malformed):
+        raise ReportError(
+            f"{file}: metric {_example(malformed)!r} has no expert number (expected like 'expert_load/0')"
+        )
+
+
+def _read_table(file: Location) -> pd.DataFrame:
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        raise _unreachable(file, error) from None
+    try:
+        frame = pd.read_parquet(io.BytesIO(data))
+    except Exception as error:  # pyarrow raises several types for a file that is not Parquet
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ReportError(f"{file}: not a readable results table ({reason})") from None
+    _check_table(file, frame)
+    return frame
+
+
+def _named(files: Sequence[Location]) -> str:
+    """The files for a message about all of them: the first few by name."""
+    names = ", ".join(str(f) for f in files[:3])
+    return names if len(files) <= 3 else f"{names} and {len(files) - 3} more"
+
+
+def _metric_names(frame: pd.DataFrame) -> list[str]:
+    """The metrics the results hold, per-expert families written once (``expert_load/<j>``)."""
+    return sorted({EXPERT_METRIC.sub(lambda m: f"{m[1]}/<j>", m) for m in frame["metric"].unique()})
+
+
+def _check_metrics(files: Sequence[Location], frame: pd.DataFrame, metric: str) -> None:
+    """The selection metric and the reported one must each have a finite value somewhere."""
     if frame.empty:
-        raise ReportError("results: the files hold no rows")
+        raise ReportError(f"{_named(files)}: the results hold no rows")
+    finite = frame[np.isfinite(frame["value"])]
+    scores = finite[(finite["domain"] == ALL) & (finite["metric"] == SELECTION_METRIC)]
+    if scores.empty:
+        raise ReportError(f"{_named(files)}: no finite {ALL!r}-domain {SELECTION_METRIC} to select runs by")
+    if metric not in set(frame["metric"]):
+        held = ", ".join(map(repr, _metric_names(frame)))
+        raise ReportError(f"{_named(files)}: no metric {metric!r} (--metric); the results hold {held}")
+    if metric not in set(finite["metric"]):
+        raise ReportError(f"{_named(files)}: every value of the metric {metric!r} is missing (NaN or infinite)")
+
+
+def load_results(paths: Iterable[str | Path], metric: str = SELECTION_METRIC) -> pd.DataFrame:
+    """All rows of the given results files, with ``method`` and ``candidate`` columns added.
+
+    Raises ReportError naming the file for a path that cannot be read, a file
+    that is not a results table or has a column of the wrong kind, and naming
+    the files when together they hold no rows, nothing to select runs by, or
+    no finite value of ``metric`` (listing the metrics they do hold).
+    """
+    files = results_files(paths)
+    frame = pd.concat([_read_table(file) for file in files], ignore_index=True)
+    _check_metrics(files, frame, metric)
     frame["method"] = [method_label(r, s) for r, s in zip(frame["router"], frame["strategy"], strict=True)]
     params = sorted(c for c in frame.columns if c.startswith("param:") and c != "param:seed")
     keys = [*params, "num_experts", "precision"]
@@ -79,20 +194,31 @@ def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 
 def last_evaluations(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each run's rows at its last evaluated step."""
+    """Each run's rows at its last evaluated step; raises nothing."""
     last = frame.groupby(["run", *RUN_KEYS])["step"].transform("max")
     return frame[frame["step"] == last]
 
 
 def selected(frame: pd.DataFrame) -> pd.DataFrame:
-    """Last-evaluation rows of each method's selected candidate (best mean ``all`` accuracy over seeds)."""
+    """Last-evaluation rows of each method's selected candidate (best mean ``all`` accuracy over seeds).
+
+    A candidate without a finite mean accuracy (every seed NaN: a diverged
+    run) cannot be selected; a method with no other is left out (see
+    :func:`unscored_methods`). Raises nothing.
+    """
     last = last_evaluations(frame)
-    scores = last[(last["domain"] == ALL) & (last["metric"] == "accuracy")]
+    scores = last[(last["domain"] == ALL) & (last["metric"] == SELECTION_METRIC)]
     means = scores.groupby(["method", "candidate"])["value"].mean().reset_index()
+    means = means[np.isfinite(means["value"])]
     best = means.loc[means.groupby("method")["value"].idxmax(), ["method", "candidate"]]
     return last.merge(best, on=["method", "candidate"])
 
 
+def unscored_methods(frame: pd.DataFrame) -> list[str]:
+    """Methods without a finite ``all`` accuracy at their last evaluation, so in no table or figure; raises nothing."""
+    return sorted(set(frame["method"]) - set(selected(frame)["method"]))
+
+
 def domains_of(frame: pd.DataFrame) -> list[str]:
-    """Domains in the order the results list them (the mixture's order)."""
+    """Domains in the order the results list them (the mixture's order); raises nothing."""
     return [d for d in dict.fromkeys(frame["domain"]) if d != ALL]

@@ -4,10 +4,18 @@
   ``Avg.``; mean ± std over the selected candidate's seeds;
 * mapping-strategy ablation (Table VI): the ``gem`` router under each planner
   strategy, in the order random, argmax, expert-centric, greedy, GEM, exact.
+
+Method and domain names come from results files, which anyone can write:
+each format escapes them (a ``|`` or a newline must not add a Markdown
+column or row, a ``\\`` or ``{`` must not become LaTeX, a comma must not add
+a CSV field).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -36,6 +44,7 @@ def _cells(rows: pd.DataFrame, columns: list[str]) -> dict[str, tuple[float, flo
 
 
 def per_domain_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
+    """Each method's selected candidate: ``metric`` per domain and on average; raises nothing."""
     picked = selected(frame)
     picked = picked[picked["metric"] == metric]
     columns = [*domains_of(picked), "Avg."]
@@ -44,7 +53,7 @@ def per_domain_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
 
 
 def ablation_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table | None:
-    """The gem router under each planner strategy; None unless the results hold at least two strategies."""
+    """The gem router under each planner strategy; None unless the results hold two strategies; raises nothing."""
     gem = frame[frame["router"] == "gem"].copy()
     if gem["strategy"].nunique() < 2:
         return None
@@ -64,37 +73,53 @@ def _text(cell: tuple[float, float, int] | None, scale: float) -> str:
     return f"{scale * mean:.1f} ± {scale * std:.1f}" if seeds > 1 else f"{scale * mean:.1f}"
 
 
+def _markdown_escaped(text: str) -> str:
+    """Text for one Markdown table cell: on one line, its ``|`` and backslashes literal."""
+    return re.sub(r"([\\|])", r"\\\1", " ".join(text.splitlines()))
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}  # fmt: skip
+
+
+def _latex_escaped(text: str) -> str:
+    """Text that LaTeX typesets as written, on one line."""
+    return re.sub(r"[\\&%$#_{}~^]", lambda m: _LATEX_SPECIALS[m[0]], " ".join(text.splitlines()))
+
+
 def to_markdown(table: Table, scale: float = 100.0) -> str:
-    lines = [f"**{table.title}** (×{scale:g})", "", "| method | " + " | ".join(table.columns) + " |"]
+    """A GitHub-style Markdown table, values ×``scale``; raises nothing."""
+    header = " | ".join(_markdown_escaped(c) for c in table.columns)
+    lines = [f"**{_markdown_escaped(table.title)}** (×{scale:g})", "", f"| method | {header} |"]
     lines.append("|---|" + "---:|" * len(table.columns))
     for label, cells in table.rows:
-        lines.append(f"| {label} | " + " | ".join(_text(cells.get(c), scale) for c in table.columns) + " |")
+        texts = [_text(cells.get(c), scale) for c in table.columns]
+        lines.append(f"| {_markdown_escaped(label)} | " + " | ".join(texts) + " |")
     return "\n".join(lines)
 
 
 def to_latex(table: Table, scale: float = 100.0) -> str:
-    def escape(text: str) -> str:
-        return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-
+    """A booktabs ``tabular``, values ×``scale``; raises nothing."""
     lines = [
         r"\begin{tabular}{l" + "r" * len(table.columns) + "}",
         r"\toprule",
-        "Method & " + " & ".join(escape(c) for c in table.columns) + r" \\",
+        "Method & " + " & ".join(_latex_escaped(c) for c in table.columns) + r" \\",
         r"\midrule",
     ]
     for label, cells in table.rows:
         texts = [_text(cells.get(c), scale).replace("±", r"$\pm$") for c in table.columns]
-        lines.append(escape(label) + " & " + " & ".join(texts) + r" \\")
+        lines.append(_latex_escaped(label) + " & " + " & ".join(texts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)
 
 
 def to_csv(table: Table) -> str:
-    """One line per method × column: the unscaled mean, std and number of seeds."""
-    lines = ["method,column,mean,std,seeds"]
+    """One record per method × column: the unscaled mean, std and seeds (fields quoted as needed); raises nothing."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["method", "column", "mean", "std", "seeds"])
     for label, cells in table.rows:
-        for column in table.columns:
-            if column in cells:
-                mean, std, seeds = cells[column]
-                lines.append(f"{label},{column},{mean!r},{std!r},{seeds}")
-    return "\n".join(lines) + "\n"
+        writer.writerows([label, column, *cells[column]] for column in table.columns if column in cells)
+    return text.getvalue()
