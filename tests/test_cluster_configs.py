@@ -42,7 +42,6 @@ def test_kuberay_manifests_carry_the_required_fields():
     )  # fmt: skip
     for spec in (cluster["spec"], job["spec"]["rayClusterSpec"]):
         assert spec["enableInTreeAutoscaling"] is True and spec["rayVersion"].startswith("2.60")
-        assert spec["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"
         (group,) = spec["workerGroupSpecs"]
         assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
         resources = _gpu_group(group)
@@ -55,6 +54,22 @@ def test_kuberay_manifests_carry_the_required_fields():
     assert job["spec"]["entrypoint"].startswith("python -m gemlab.cli train ")
     assert "storage_path=/mnt/shared/" in job["spec"]["entrypoint"]
     assert job["spec"]["shutdownAfterJobFinishes"] is True
+
+
+def test_only_the_rayjob_dashboard_listens_beyond_loopback_and_neither_leaves_the_kubernetes_cluster():
+    """A RayCluster's dashboard is reached by kubectl port-forward, which dials the head pod's own localhost.
+
+    A RayJob's is reached by the operator and its submitter Job, another pod, through the head Service: bound to
+    127.0.0.1, the job would never be submitted. Either way the Service stays a ClusterIP without an ingress.
+    """
+    cluster = yaml.safe_load((CLUSTER / "kuberay" / "raycluster.yaml").read_text())
+    job = yaml.safe_load((CLUSTER / "kuberay" / "rayjob.yaml").read_text())
+    heads = {"RayCluster": cluster["spec"]["headGroupSpec"], "RayJob": job["spec"]["rayClusterSpec"]["headGroupSpec"]}
+    hosts = {kind: head["rayStartParams"]["dashboard-host"] for kind, head in heads.items()}
+    assert hosts == {"RayCluster": "127.0.0.1", "RayJob": "0.0.0.0"}
+    assert job["spec"].get("submissionMode", "K8sJobMode") == "K8sJobMode"  # the submitter is a pod of its own
+    for head in heads.values():
+        assert head.get("serviceType", "ClusterIP") == "ClusterIP" and not head.get("enableIngress", False)
 
 
 def test_runtime_env_ships_the_code_but_not_the_venv_data_or_runs():

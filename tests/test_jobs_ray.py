@@ -14,10 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gemlab.cli import main
-from gemlab.engine.checkpoint import latest_checkpoint, read_history
-from gemlab.jobs.client import client, wait
+from gemlab.engine.checkpoint import read_history
+from gemlab.engine.resume import find_resume_point
+from gemlab.jobs.client import client, load_runtime_env, wait
 from gemlab.storage import Location
 
 pytestmark = pytest.mark.ray
@@ -123,21 +125,54 @@ def test_a_submitted_run_succeeds_and_its_results_logs_and_status_are_read(ray_h
     assert job in capsys.readouterr().out
 
 
-def test_a_job_with_a_bad_override_fails_with_the_error_in_its_logs(ray_head, capsys):
-    assert main(["submit", "--address", ray_head, "--no-wait", "train", "experiment=tiny", "moe.bogus=1"]) == 0
+def test_a_job_with_a_bad_override_fails_with_the_error_in_its_logs_and_its_credentials_masked(ray_head, capsys):
+    bad = ["train", "experiment=tiny", "moe.bogus=1", "storage_path='s3://KEY:SeCrEt-42@bucket/runs'"]
+    assert main(["submit", "--address", ray_head, "--no-wait", *bad]) == 0
     job = _job_id(capsys.readouterr().out)
     assert wait(client(ray_head), job) == "FAILED"
     assert main(["jobs", "logs", job, "--address", ray_head]) == 0
-    assert "moe.bogus" in capsys.readouterr().out
+    logs = capsys.readouterr().out
+    assert "moe.bogus" in logs and "SeCrEt-42" not in logs
+    assert main(["jobs", "list", "--address", ray_head]) == 0
+    listed = capsys.readouterr().out
+    assert job in listed and "s3://***@bucket/runs" in listed and "SeCrEt-42" not in listed
+    assert main(["submit", "--address", ray_head, "--job-id", job, *bad]) == 2  # the server refuses a used id
+    (refused,) = capsys.readouterr().err.splitlines()
+    assert refused.startswith("gemlab submit: error: the job server answered ") and "already exists" in refused
+    assert main(["jobs", "status", "raysubmit_nosuch", "--address", ray_head]) == 2
+    (unknown,) = capsys.readouterr().err.splitlines()
+    assert unknown == "gemlab jobs: error: the job server answered 404: Job raysubmit_nosuch does not exist"
     assert main(["submit", "--address", ray_head, "train", "experiment=tiny", "moe.bogus=1"]) == 1
-    assert "FAILED" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "FAILED" in out and err == ""  # no missing module to name
+
+
+def test_a_job_whose_python_cannot_import_gemlab_says_what_is_missing(ray_head, tmp_path, capsys):
+    """The job's `python` is this environment's, isolated (-I -S): it sees neither shipped nor installed gemlab."""
+    bare = tmp_path / "bin" / "python"
+    bare.parent.mkdir()
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
+    bare.chmod(0o755)
+    env = load_runtime_env()
+    env["env_vars"]["PATH"] = f"{bare.parent}:{os.environ['PATH']}"
+    runtime_env = tmp_path / "runtime_env.yaml"
+    runtime_env.write_text(yaml.safe_dump(env))
+    assert main(["submit", "--address", ray_head, "--runtime-env", str(runtime_env), "train", "experiment=tiny"]) == 1
+    out, err = capsys.readouterr()
+    job = _job_id(out)
+    assert f"job {job}: FAILED" in out
+    assert err.splitlines() == [
+        f"gemlab submit: job {job}: the cluster's python cannot import gemlab: ship the repository with the runtime "
+        "env (its PYTHONPATH=platform) or install gemlab in the nodes' image (cluster/README.md)"
+    ]
+    assert main(["jobs", "status", job, "--address", ray_head]) == 0
+    assert capsys.readouterr().err.startswith(f"gemlab jobs: job {job}: the cluster's python cannot import gemlab")
 
 
 def _checkpointed_step(run_root: Location) -> int:
     """The newest complete checkpoint's step of the one run under ``run_root``; 0 before there is one."""
     runs = run_root.folders("tiny-gem-")
-    latest = latest_checkpoint(runs[0]) if runs else None
-    return latest[0] if latest else 0
+    return find_resume_point(runs[0]).step if runs else 0
 
 
 def test_a_run_stopped_mid_way_on_two_nodes_resumes_on_the_node_left(digits_dir, s3_uri, capsys):
@@ -166,6 +201,7 @@ def test_a_run_stopped_mid_way_on_two_nodes_resumes_on_the_node_left(digits_dir,
     followed = capsys.readouterr().out
     assert f"continuing from step {stopped_at}" in followed and f"step {stopped_at + 3:5d}/{stopped_at + 3}" in followed
     (run_dir,) = runs.folders("tiny-gem-")
-    step, checkpoint = latest_checkpoint(run_dir)
+    resume = find_resume_point(run_dir)
+    step, checkpoint = resume.step, resume.folder
     assert step == stopped_at + 3
     assert [r["step"] for r in read_history(checkpoint)] == list(range(3, stopped_at + 4, 3))

@@ -56,7 +56,7 @@ class Location:
         try:
             filesystem, path = pafs.FileSystem.from_uri(text)
         except (pa.ArrowException, OSError, ValueError) as error:
-            raise StorageError(f"{_masked(text)}: not a location pyarrow can open ({error})") from None
+            raise StorageError(f"{masked(text)}: not a location pyarrow can open ({error})") from None
         if isinstance(filesystem, pafs.LocalFileSystem):  # file:///abs is a plain path
             return cls(filesystem, path, path)
         base, _, query = text.partition("?")
@@ -84,7 +84,7 @@ class Location:
 
     def __str__(self) -> str:
         """For messages: the URI without credentials."""
-        return _masked(self.uri)
+        return masked(self.uri)
 
     def __truediv__(self, name: str) -> Location:
         return Location(self.filesystem, f"{self.path}/{name}", f"{self.base_uri}/{name}", self.query)
@@ -180,5 +180,6 @@ class Location:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _masked(uri: str) -> str:
+def masked(uri: str) -> str:
+    """``uri`` (or any text holding URIs), each ``user:secret@`` replaced by ``***@``, for messages; raises nothing."""
     return _CREDENTIALS.sub("://***@", uri)

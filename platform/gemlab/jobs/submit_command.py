@@ -6,9 +6,11 @@
 
 The overrides are those of ``gemlab train`` / ``gemlab sweep``. By default the
 command waits for the job, prints its final status (SUCCEEDED, FAILED or
-STOPPED) and exits non-zero unless it succeeded. The address comes from
-``--address`` or RAY_ADDRESS; reach a remote dashboard through a port-forward
-(cluster/README.md).
+STOPPED) and exits 1 unless it succeeded; a job that failed because the
+cluster's python could not import a module gets one more line saying which.
+The address comes from ``--address`` or RAY_ADDRESS; reach a remote dashboard
+through a port-forward (cluster/README.md). A head started moments ago has no
+job agent yet: the submission is retried for up to ``--agent-wait`` seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from gemlab.jobs import AGENT_WAIT_SECONDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,35 +30,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job-id", default=None, help="a submission id (default: Ray's)")
     parser.add_argument("--follow", action="store_true", help="stream the job's logs while it runs")
     parser.add_argument("--no-wait", action="store_true", help="print the job id and return at once")
+    parser.add_argument(
+        "--agent-wait", type=float, default=AGENT_WAIT_SECONDS, metavar="SECONDS",
+        help=f"how long to wait for the job agent of a head that has just started (default {AGENT_WAIT_SECONDS:g})",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    from gemlab.jobs.client import (
-        DEFAULT_RUNTIME_ENV,
-        JobsError,
-        client,
-        entrypoint,
-        follow_logs,
-        load_runtime_env,
-        wait,
-    )
+    """Submit the job, then wait for it unless --no-wait: 0 when it succeeded, 1 when not, 130 on Ctrl-C.
 
-    try:
-        jobs = client(args.address)
-        runtime_env = load_runtime_env(args.runtime_env or DEFAULT_RUNTIME_ENV)
-        job_id = jobs.submit_job(
-            entrypoint=entrypoint(args.command, args.overrides),
-            runtime_env=runtime_env,
-            submission_id=args.job_id,
-        )
-    except JobsError as error:
-        print(f"gemlab submit: error: {error}", file=sys.stderr)
-        return 2
+    Raises JobsError -- one line and exit 2 from gemlab's main -- for a bad
+    runtime env, no or a malformed address, an unreachable job server or a
+    refused submission.
+    """
+    from gemlab.jobs.client import DEFAULT_RUNTIME_ENV, client, entrypoint, job_server_errors, load_runtime_env, submit
+
+    runtime_env = load_runtime_env(args.runtime_env or DEFAULT_RUNTIME_ENV)
+    jobs = client(args.address)
+    command = entrypoint(args.command, args.overrides)
+    job_id = submit(jobs, command, runtime_env, args.job_id, agent_wait_seconds=args.agent_wait)
     print(f"submitted {job_id}", flush=True)
     if args.no_wait:
         return 0
+    try:
+        with job_server_errors():
+            return _await(jobs, job_id, args)
+    except KeyboardInterrupt:
+        print(f"{args.prog}: stopped waiting; job {job_id} runs on (gemlab jobs stop {job_id})", file=sys.stderr)
+        return 130
+
+
+def _await(jobs, job_id: str, args: argparse.Namespace) -> int:
+    """Follow or wait for the job, print its final status and, for a failure with a known cause, that cause."""
+    from gemlab.jobs.client import explain_failure, follow_logs, wait
+
     if args.follow:
         follow_logs(jobs, job_id)
     status = wait(jobs, job_id)
-    print(f"job {job_id}: {status}")
+    print(f"job {job_id}: {status}", flush=True)
+    if status == "FAILED":
+        explain_failure(jobs, job_id, args.prog)
     return 0 if status == "SUCCEEDED" else 1
