@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from gemlab.engine.config import ConfigError, compose_config
-from gemlab.engine.prepare import run_folder
 from gemlab.storage import Location, StorageError
 
 
@@ -67,12 +65,3 @@ def test_uris_keep_their_options_and_hide_their_credentials():
         Location.parse("gs://bucket/runs?anonymous=1")  # pyarrow's own complaint follows, naming the option
     with pytest.raises(StorageError, match="bogus://bucket/runs: not a location pyarrow can open"):
         Location.parse("bogus://bucket/runs")
-
-
-def test_a_bad_storage_path_is_refused_naming_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="storage_path: bogus://x"):
-        run_folder(compose_config(["storage_path=bogus://x/runs"]), "run")
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    with pytest.raises(ConfigError, match=f"storage_path={blocker}: cannot write to {blocker}/run"):
-        run_folder(compose_config([f"storage_path={blocker}"]), "run")

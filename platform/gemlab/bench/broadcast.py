@@ -26,8 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import ray
-
     from gemlab.engine.launch import ensure_ray
     from gemlab.plan.planner import make_plan
     from gemlab.plan.problem import AssignmentProblem
@@ -38,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(AssignmentProblem.count(costs, capacity), "gem")
     payload = {"plan": plan, "table": tuple(plan.assignment.tolist())}
     ensure_ray(None, verbose=False)
+    import ray  # after ensure_ray: the local Ray's loopback binding is read when ray is first imported
+
     serialized = ray._private.worker.global_worker.get_serialization_context().serialize(payload)
 
     @ray.remote(num_cpus=0)

@@ -84,11 +84,9 @@ def _train_or_read(prepared, address: str | None, verbose: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ray.train import TrainingFailedError
-
     from gemlab.engine.config import compose_config
     from gemlab.engine.cross_expert import with_cross_expert
-    from gemlab.engine.launch import RunStopped
+    from gemlab.engine.launch import RunFailed, RunStopped
     from gemlab.engine.outputs import TENSORBOARD_DIR, comparison_table, write_results
     from gemlab.engine.prepare import prepare
 
@@ -107,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             print(_plan_line(prepared))
     try:
         results = [_train_or_read(prepared, cfg.address, cfg.trainer.verbose) for prepared in runs]
-    except TrainingFailedError as error:
+    except RunFailed as error:
         print(f"gemlab train: the run failed: {error}", file=sys.stderr)
         return 1
     except RunStopped as stopped:

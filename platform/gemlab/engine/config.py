@@ -60,10 +60,22 @@ def compose_config(overrides: Sequence[str], config_dir: str | Path | None = Non
         with initialize_config_dir(config_dir=str(folder), version_base=None, job_name="gemlab"):
             cfg = compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as error:
-        message = str(error).split("\nConfig search path")[0].strip()  # the search path is noise to a user
-        raise ConfigError(f"config: {message}") from None
+        raise ConfigError(f"config: {_one_line(str(error))}") from None
     validate(cfg)
     return cfg
+
+
+def _one_line(hydra_message: str) -> str:
+    """Hydra's message in one line: its search path and its advice to add keys with ``+`` left out.
+
+    Appending a key gemlab does not read would only hide a typo; the options Hydra lists are kept.
+    """
+    lines = [line.strip() for line in hydra_message.split("\nConfig search path")[0].splitlines()]
+    lines = [line for line in lines if line and not line.startswith("To append to your config")]
+    head, *rest = lines or ["invalid overrides"]
+    if rest and rest[0].endswith(":"):  # "Available options in 'experiment':" and one option per line
+        return f"{head}; {rest[0]} {', '.join(rest[1:])}"
+    return "; ".join([head, *rest])
 
 
 def _require(condition: bool, key: str, value: Any, expected: str) -> None:

@@ -1,7 +1,12 @@
 """The driver's side of a run: Ray, the ``TorchTrainer``, and live progress.
 
-With no address (and no ``RAY_ADDRESS``) ``ray.init`` starts a local Ray;
-with one, the same command runs on that cluster. The plan is ``ray.put``
+With no address (and no ``RAY_ADDRESS``) ``ray.init`` starts a local Ray
+that serves this process alone, so it is bound to the loopback interface:
+its GCS, raylet, object manager, workers and agents listen on 127.0.0.1
+only (token authentication stays off, as nothing outside the machine can
+connect). A Ray meant to be reachable is started on purpose with ``ray
+start --head`` and given as ``address`` (docs/training.md). With an
+address, the same command runs on that cluster. The plan is ``ray.put``
 once and its ObjectRef travels in the train-loop config. ``fit()`` runs on
 the main thread -- there Ray Train turns SIGINT (Ctrl-C, or ``gemlab jobs
 stop`` with the runtime env's ``RAY_JOB_STOP_SIGNAL``) into a graceful
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import queue as queue_errors
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,10 +32,17 @@ from gemlab.engine.loop import train_loop
 from gemlab.engine.prepare import Prepared, plan_fingerprint
 
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
+# Ray's single-machine mode (its default on macOS and Windows): the node's address is 127.0.0.1, so every
+# server binds the loopback interface. Ray reads it when ``ray`` is first imported, so it is set before that.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 class RunStopped(RuntimeError):
     """The run was stopped by SIGINT (Ctrl-C, ``gemlab jobs stop``) and aborted gracefully; its checkpoints stay."""
+
+
+class RunFailed(RuntimeError):
+    """The run failed for good: a worker raised more often than ``trainer.max_failures`` allows."""
 
 
 @dataclass
@@ -42,22 +55,32 @@ class RunResult:
 
 
 def ensure_ray(address: str | None, verbose: bool) -> None:
-    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray; reuse one already initialised."""
+    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray bound to 127.0.0.1; reuse one initialised.
+
+    Call it before anything imports ``ray`` in this process: the loopback switch is read at that import. If
+    it came too late, the local Ray listens on every interface, and a warning says so.
+    """
+    local = address is None and "RAY_ADDRESS" not in os.environ
+    if local:
+        for key, value in LOOPBACK_ENV.items():
+            os.environ.setdefault(key, value)
+        # a Ray started here serves this process alone: a stray ~/.ray/auth_token must not switch on token auth
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     if ray.is_initialized():
         return
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    if address is None and "RAY_ADDRESS" not in os.environ:
-        # a Ray started here serves this process alone: a stray ~/.ray/auth_token must not switch on token auth
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(
         address=address,
         log_to_driver=verbose,
         logging_level=logging.INFO if verbose else logging.WARNING,
         runtime_env={"env_vars": QUIET_ENV},
     )
+    node = ray.util.get_node_ip_address()
+    if local and node not in ("127.0.0.1", "::1"):
+        print(f"gemlab: warning: the local Ray listens on {node}, not only on 127.0.0.1", file=sys.stderr)
 
 
 def check_resources(prepared: Prepared) -> None:
@@ -121,10 +144,11 @@ def make_trainer(prepared: Prepared, progress=None, callbacks: Sequence = ()):
 def run_training(prepared: Prepared, on_event: Callable[[dict[str, Any]], None]) -> RunResult:
     """Fit the run on the connected Ray; ``on_event`` sees each worker start and each evaluation record.
 
-    Raises RunStopped when SIGINT stopped the run, what ``fit()`` raises (``TrainingFailedError`` when the
-    run failed for good), and what ``on_event`` raised on the reader thread once the fit has ended.
+    Raises RunStopped when SIGINT stopped the run, RunFailed when it failed for good, and what ``on_event``
+    raised on the reader thread once the fit has ended.
     """
     import ray
+    from ray.train import TrainingFailedError
     from ray.util.queue import Queue
 
     check_resources(prepared)
@@ -156,6 +180,8 @@ def run_training(prepared: Prepared, on_event: Callable[[dict[str, Any]], None])
         outcome = make_trainer(prepared, progress).fit()  # on the main thread: see the module docstring
     except SystemExit:  # how Ray Train's SIGINT handler ends ``fit()`` once it has aborted the run
         raise RunStopped(f"{prepared.name} was stopped") from None
+    except TrainingFailedError as error:
+        raise RunFailed(str(error)) from None
     finally:
         fitted.set()
         reader.join()

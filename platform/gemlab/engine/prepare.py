@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from gemlab.data.mixture import DomainMixture
 from gemlab.engine.config import ConfigError, as_plain, default_capacity, identity, identity_digest, run_name
 from gemlab.engine.data import DomainTensors, build_mixture, resolve
 from gemlab.engine.model import build_model, needs_plan, routing_table
+from gemlab.errors import user_message
 from gemlab.plan.affinity import affinity_from_features
 from gemlab.plan.errors import PlanError
 from gemlab.plan.plan import Plan
@@ -30,6 +32,7 @@ from gemlab.plan.strategies import StrategyOptions
 from gemlab.storage import Location, StorageError
 
 RUN_FILE, PLAN_FILE = "run.json", "plan.json"
+RECORD_KEYS = ("identity_digest", "plan_fingerprint")  # beside "identity" in run.json
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,11 @@ def _load_backbone(model: torch.nn.Module, path: str) -> None:
     file = resolve(path)
     if not file.is_file():
         raise ConfigError(f"affinity.backbone={path!r}: no such file {file}")
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"affinity.backbone={path!r}: {file} is not a loadable weights file ({reason})") from None
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not set(state) & set(model.state_dict()):
         raise ConfigError(f"affinity.backbone={path!r}: {file} holds no weights of model {type(model).__name__}")
@@ -152,15 +159,17 @@ def storage_location(cfg: DictConfig) -> Location:
         raise ConfigError(f"storage_path: {error}") from None
 
 
-def run_folder(cfg: DictConfig, name: str) -> Location:
-    """``storage_path/name``, created; raises ConfigError if the storage path is not writable."""
+def checked_storage(cfg: DictConfig) -> Location:
+    """``storage_path``, checked to be writable without creating anything: commands check it before any work.
+
+    Raises ConfigError naming the path when pyarrow cannot open it or it cannot be written.
+    """
     storage = storage_location(cfg)
-    folder = storage / name
     try:
-        folder.check_writable()
+        storage.check_creatable()
     except OSError as error:
-        raise ConfigError(f"storage_path={storage}: cannot write to {folder}: {error}") from None
-    return folder
+        raise ConfigError(f"storage_path: cannot write to {storage}: {user_message(error)}") from None
+    return storage
 
 
 def check_resumable(cfg: DictConfig, run_dir: Location, plan: Plan | None) -> None:
@@ -170,7 +179,7 @@ def check_resumable(cfg: DictConfig, run_dir: Location, plan: Plan | None) -> No
         return
     if cfg.resume == "never":
         raise ConfigError(f"resume=never: {run_dir} already holds a run; choose another name or resume=auto")
-    previous = json.loads(record.read_text())
+    previous = _run_record(record)
     if previous["identity_digest"] != identity_digest(cfg):
         old, new = _flatten(previous["identity"]), _flatten(identity(cfg))
         changed = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
@@ -180,6 +189,23 @@ def check_resumable(cfg: DictConfig, run_dir: Location, plan: Plan | None) -> No
             f"{run_dir} was trained with another plan than the one just solved ({run_dir / PLAN_FILE}); "
             "its expert shards would not fit: choose another name or restore the data it was planned on"
         )
+
+
+def _run_record(record: Location) -> dict:
+    """A run folder's ``run.json``; raises ConfigError naming it when it is not one gemlab wrote."""
+    try:
+        previous = json.loads(record.read_text())
+        if isinstance(previous["identity"], dict) and all(isinstance(previous[k], str | None) for k in RECORD_KEYS):
+            return previous
+        reason = "a field has the wrong type"
+    except ValueError as error:  # invalid JSON or UTF-8
+        reason = f"not valid JSON ({error})"
+    except (KeyError, TypeError):
+        reason = f"expected an object with {['identity', *RECORD_KEYS]}"
+    raise ConfigError(
+        f"{record}: {reason}; it records which experiment its folder holds, so the run cannot continue: "
+        "restore the file, or train under another name"
+    )
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -205,6 +231,8 @@ def prepare(cfg: DictConfig, plan_cache: Location | None = None) -> Prepared:
     ``plan_cache``: a folder of plans keyed by their inputs (see :func:`cached_plan`).
     """
     cfg = with_absolute_paths(cfg)
+    name = run_name(cfg)
+    storage = checked_storage(cfg)  # in seconds, before the data are read and the plan is solved
     try:
         mixture = build_mixture(cfg.data, cfg.seed, generate=True)
     except DataError as error:
@@ -212,8 +240,8 @@ def prepare(cfg: DictConfig, plan_cache: Location | None = None) -> Prepared:
     plan = cached_plan(cfg, mixture, plan_cache) if needs_plan(cfg) else None
     table = routing_table(cfg, mixture, plan)
     build_model(as_plain(cfg), mixture, plan)  # router and model options are checked here, not in a worker
-    name = run_name(cfg)
-    run_dir = run_folder(cfg, name)
+    run_dir = storage / name
+    run_dir.make_dirs()
     check_resumable(cfg, run_dir, plan)
     record = {
         "identity": identity(cfg),

@@ -91,24 +91,20 @@ def leaderboard(rows: list[dict[str, Any]], metric: str, mode: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gemlab.engine.config import DEFAULT_CONFIG_DIR, ConfigError, compose_config
+    from gemlab.engine.config import DEFAULT_CONFIG_DIR, compose_config
     from gemlab.engine.data import build_mixture
     from gemlab.engine.launch import ensure_ray
-    from gemlab.engine.prepare import storage_location
+    from gemlab.engine.prepare import checked_storage
     from gemlab.tune.results import collect_results
     from gemlab.tune.sweep import SweepSpec, check_trials, make_tuner, sweep_name
 
     config_dir = str(Path(args.config_dir).resolve()) if args.config_dir else None
-    try:
-        cfg = compose_config(args.overrides, config_dir)
-        spec = SweepSpec.from_config(cfg)
-        base = absolute_paths(list(args.overrides), cfg)
-        check_trials(spec, base, config_dir)
-        build_mixture(compose_config(base, config_dir).data, cfg.seed, generate=True)  # data made once, here
-        sweep_dir = storage_location(cfg) / "sweeps" / sweep_name(cfg, spec)
-    except ConfigError as error:
-        print(f"gemlab sweep: error: {error}", file=sys.stderr)
-        return 2
+    cfg = compose_config(args.overrides, config_dir)
+    spec = SweepSpec.from_config(cfg)
+    sweep_dir = checked_storage(cfg) / "sweeps" / sweep_name(cfg, spec)  # the destination first, in seconds
+    base = absolute_paths(list(args.overrides), cfg)
+    check_trials(spec, base, config_dir)
+    build_mixture(compose_config(base, config_dir).data, cfg.seed, generate=True)  # data made once, here
     trials = spec.trials()
     print(f"sweep {sweep_dir.name}: {len(trials)} trials ({spec.search}), {spec.metric} ({spec.mode}), "
           f"scheduler {spec.scheduler['name']}, up to {spec.max_concurrent_trials} at once")  # fmt: skip
