@@ -1,8 +1,13 @@
-"""The src layout must not shadow the standard library's ``platform`` module."""
+"""Foundations: the src layout shadows no standard module, imports stay lazy, the version is the packaged one."""
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+import pytest
+
+from gemlab.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,3 +32,18 @@ def test_plan_package_imports_neither_torch_nor_ray():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_gemlab_version_prints_the_packaged_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert capsys.readouterr().out.strip() == f"gemlab {declared}"  # __version__ kept equal to pyproject's
+
+
+def test_no_command_module_imports_ray_at_import_time():
+    """The embedded Ray's loopback binding is read when ``ray`` is first imported, which must be in ensure_ray."""
+    code = "import sys, gemlab.cli; print('ray' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
