@@ -2,9 +2,10 @@
 
 COCO is the record model gemlab works in (``records.Sample`` holds COCO
 boxes), so the VOC and image-folder readers reuse the checks defined here: a
-box must lie inside its image, an image file must exist, and a bad record
-either stops the read (DataError naming the file and the record) or, when
-reading leniently, is skipped and listed as "file: record: reason".
+box must lie inside its image, an image file must exist inside the split's
+images folder, and a bad record either stops the read (DataError naming the
+file and the record) or, when reading leniently, is skipped and listed as
+"file: record: reason".
 
 Crowd annotations (``iscrowd: 1``) are left out on purpose: they mark a
 region of many objects, which a detector should neither learn nor be scored
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from gemlab.data.checks import BadRecords, ExistingFiles, box_problem
+from gemlab.data.checks import BadRecords, ExistingFiles, box_problem, path_inside
 from gemlab.data.errors import DataError
 from gemlab.data.records import Category, Sample, SplitReading
 
@@ -119,16 +119,18 @@ def read_coco_split(annotations: Path, images: Path, *, lenient: bool = False) -
     file when it is unreadable, not JSON, or not COCO detection JSON (always,
     even when ``lenient``) or when the images folder is missing; and naming
     the file and the record -- unless ``lenient``, which skips and lists them
-    -- for duplicate image ids, image files missing on disk (the image goes
-    with its annotations), annotations of unknown images or categories, and
-    degenerate or out-of-image boxes (the annotation goes alone).
+    -- for duplicate image ids, a ``file_name`` that leads out of the images
+    folder (absolute, or ``..`` past it), image files missing on disk (the
+    image goes with its annotations), annotations of unknown images or
+    categories, and degenerate or out-of-image boxes (the annotation goes
+    alone).
     """
     data = _load_json(annotations)
     _check_structure(annotations, data)
     if not images.is_dir():
         raise DataError(f"{annotations}: images folder {images} does not exist")
     coco = _index(data)
-    bad, files, root = BadRecords(lenient), ExistingFiles(), str(images.resolve())
+    bad, files, root = BadRecords(lenient), ExistingFiles(), images.resolve()
     excluded: set[int] = set()  # image ids skipped together with their annotations
     counts = Counter(image["id"] for image in data["images"])
     for image in data["images"]:
@@ -138,8 +140,11 @@ def read_coco_split(annotations: Path, images: Path, *, lenient: bool = False) -
     paths: dict[int, Path] = {}
     for image_id in sorted(coco.imgs.keys() - excluded):
         image = coco.imgs[image_id]
-        path = Path(os.path.normpath(os.path.join(root, image["file_name"])))
-        if path in files:
+        path = path_inside(root, image["file_name"])
+        if path is None:
+            bad.report(annotations, _image_record(image), f"file_name leads out of the images folder {root}")
+            excluded.add(image_id)
+        elif path in files:
             paths[image_id] = path
         else:
             bad.report(annotations, _image_record(image), f"image file {path} is missing")

@@ -29,7 +29,6 @@ one by hand to point gemlab at datasets on their disks (``docs/datasets.md``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,81 +36,62 @@ import yaml
 
 from gemlab.data.domain import Domain
 from gemlab.data.errors import DataError
+from gemlab.data.index import INDEX_NAME, DomainEntry, read_index
 from gemlab.data.mixture import DomainMixture
 from gemlab.data.records import SplitReading
 from gemlab.files import write_text_atomically
 
-INDEX_NAME = "gemlab-data.yaml"
 
-
-def _resolve(base: Path, value: str) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() else (base / path).resolve()
-
-
-def _read_split(base: Path, fmt: str, spec: Mapping[str, Any], where: str, lenient: bool) -> SplitReading:
+def _read_split(fmt: str, arguments: dict[str, Any], lenient: bool) -> SplitReading:
     from gemlab.data import coco, imagefolder, voc  # readers import pycocotools/torchvision lazily
 
+    if fmt == "coco":
+        return coco.read_coco_split(arguments["annotations"], arguments["images"], lenient=lenient)
+    if fmt == "voc":
+        return voc.read_voc_split(
+            arguments["root"], arguments.get("image_set"), categories=arguments.get("categories"), lenient=lenient
+        )
+    return imagefolder.read_imagefolder_split(arguments["root"], lenient=lenient)
+
+
+def _read_domain(entry: DomainEntry, lenient: bool) -> tuple[Domain, list[str]]:
+    """One domain of the index and the records a lenient read skipped."""
+    readings: dict[str, SplitReading] = {}
+    for split, arguments in entry.splits.items():  # train first
+        if split != "train" and entry.format == "voc" and "categories" not in arguments:
+            # VOC files carry no category list: a val split must not number its own from the objects it holds.
+            arguments = {**arguments, "categories": [c.name for c in readings["train"].categories]}
+        readings[split] = _read_split(entry.format, arguments, lenient)
+    categories = readings["train"].categories
+    skipped = []
+    for split, reading in readings.items():
+        if reading.categories != categories:
+            raise DataError(f"{entry.where}: split {split} has a different label space from train")
+        skipped.extend(reading.skipped)
+    splits = {split: reading.samples for split, reading in readings.items()}
     try:
-        if fmt == "coco":
-            return coco.read_coco_split(
-                _resolve(base, spec["annotations"]), _resolve(base, spec["images"]), lenient=lenient
-            )
-        if fmt == "voc":
-            return voc.read_voc_split(
-                _resolve(base, spec["root"]), spec.get("image_set"), categories=spec.get("categories"), lenient=lenient
-            )
-        if fmt == "imagefolder":
-            return imagefolder.read_imagefolder_split(_resolve(base, spec["root"]), lenient=lenient)
-    except KeyError as missing:
-        raise DataError(f"{where}: missing field {missing}") from None
-    raise DataError(f"{where}: unknown format {fmt!r}; expected coco, voc or imagefolder")
+        return Domain(entry.name, entry.task, categories, splits, entry.metadata_columns), skipped
+    except DataError as error:
+        raise DataError(f"{entry.index}: {error}") from None
 
 
 def load_collection(path: str | Path, *, lenient: bool = False) -> tuple[DomainMixture, list[str]]:
     """Read every domain an index file lists; returns the mixture and the skipped records.
 
     ``path`` is the index file or a folder holding ``gemlab-data.yaml``.
-    Raises DataError naming the file and field for a malformed index, and the
+    Raises DataError naming the file and field for a malformed index (see
+    :func:`gemlab.data.index.read_index`), naming the index and the domain
+    when the data breaks a domain's rules (an empty train split, a label
+    space that differs between splits, a missing metadata column), and the
     readers' DataError (file and record) for bad data unless ``lenient``.
     """
-    path = Path(path)
-    index = path / INDEX_NAME if path.is_dir() else path
-    if not index.exists():
-        raise DataError(f"{index}: no such index file")
-    config = yaml.safe_load(index.read_text())
-    if not isinstance(config, dict) or not isinstance(config.get("domains"), list):
-        raise DataError(f"{index}: expected a mapping with a 'domains' list")
-    base, domains, skipped = index.parent, [], []
-    for number, entry in enumerate(config["domains"]):
-        where = f"{index}: domains[{number}]"
-        for key in ("name", "task", "format", "splits"):
-            if key not in entry:
-                raise DataError(f"{where}: missing field {key!r}")
-        where = f"{index}: domain {entry['name']!r}"
-        if "train" not in entry["splits"]:
-            raise DataError(f"{where}: no train split")
-        readings = {}
-        for split, spec in sorted(entry["splits"].items(), key=lambda item: item[0] != "train"):
-            if split != "train" and entry["format"] == "voc" and "categories" not in spec:
-                # VOC files carry no category list: a val split must not number its own from the objects it holds.
-                spec = {**spec, "categories": [c.name for c in readings["train"].categories]}
-            readings[split] = _read_split(base, entry["format"], spec, f"{where}, split {split}", lenient)
-        categories = readings["train"].categories
-        for split, reading in readings.items():
-            if reading.categories != categories:
-                raise DataError(f"{where}: split {split} has a different label space from train")
-            skipped.extend(reading.skipped)
-        domains.append(
-            Domain(
-                entry["name"],
-                entry["task"],
-                categories,
-                {split: reading.samples for split, reading in readings.items()},
-                tuple(entry.get("metadata_columns", ())),
-            )
-        )
-    return DomainMixture(domains, alpha=float(config.get("alpha", 1.0))), skipped
+    index = read_index(Path(path))
+    domains, skipped = [], []
+    for entry in index.domains:
+        domain, skipped_here = _read_domain(entry, lenient)
+        domains.append(domain)
+        skipped.extend(skipped_here)
+    return DomainMixture(domains, alpha=index.alpha), skipped
 
 
 def write_index(folder: Path, domains: list[dict[str, Any]], alpha: float = 1.0) -> Path:

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from gemlab.data.errors import DataError
+from gemlab.data.checks import check_file_destination
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,9 +74,11 @@ def _manifest(args: argparse.Namespace) -> None:
     from gemlab.data.collection import load_collection
     from gemlab.data.manifest import write_manifest
 
-    mixture, skipped = load_collection(args.collection, lenient=args.lenient)
     folder = args.collection if args.collection.is_dir() else args.collection.parent
-    out = write_manifest(mixture, args.out or folder / "manifest.parquet")
+    out = args.out or folder / "manifest.parquet"
+    check_file_destination(out)  # before reading every annotation
+    mixture, skipped = load_collection(args.collection, lenient=args.lenient)
+    out = write_manifest(mixture, out)
     print(f"wrote {out} ({sum(len(s) for d in mixture.domains for s in d.splits.values())} images)")
     _report_skipped(skipped)
 
@@ -97,9 +99,6 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        {"synth": _generate, "digits": _generate, "stats": _stats, "manifest": _manifest}[args.action](args)
-    except DataError as error:
-        print(f"gemlab data: error: {error}", file=sys.stderr)
-        return 2
+    """Run one action; a DataError or OSError (named file, one line) reaches ``gemlab``'s main, which prints it."""
+    {"synth": _generate, "digits": _generate, "stats": _stats, "manifest": _manifest}[args.action](args)
     return 0

@@ -87,14 +87,16 @@ def _site_metadata(site: tuple[float, float], rng: np.random.Generator) -> list[
 def generate_digits(out: Path, *, seed: int = 0, image_size: int = 28) -> Path:
     """Write the nine digit domains to ``out`` and return the index file.
 
-    Raises DataError if ``out`` exists and is not empty or ``image_size`` < 8.
+    Raises DataError if ``out`` is a file or a folder that is not empty, for a
+    negative seed or an ``image_size`` < 8, and OSError naming ``out`` when
+    its folder cannot be written.
     Written in a hidden sibling folder renamed at the end: nothing half-written.
     """
     from sklearn.datasets import load_digits  # bundled with scikit-learn: read from its package data
 
+    if seed < 0 or image_size < 8:
+        raise DataError(f"digits: need seed >= 0 and image_size >= 8 (got {seed}, {image_size})")
     out = require_new_folder(out)
-    if image_size < 8:
-        raise DataError(f"digits: image_size must be >= 8, got {image_size}")
     digits = load_digits()
     ink = (digits.images / 16.0 * 255).astype(np.uint8)
     with staged_folder(out) as staging:

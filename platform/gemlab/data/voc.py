@@ -23,13 +23,12 @@ when a lenient read skips an image; objects in messages count from 1 too.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
-from gemlab.data.checks import BadRecords, ExistingFiles, box_problem
+from gemlab.data.checks import BadRecords, ExistingFiles, box_problem, path_inside
 from gemlab.data.errors import DataError
 from gemlab.data.records import Category, Sample, SplitReading
 
@@ -78,9 +77,11 @@ def _image_ids(root: Path, image_set: str | None) -> tuple[list[str], Path]:
         return sorted(path.stem for path in annotations.glob("*.xml")), annotations
     listing = root / "ImageSets" / "Main" / f"{image_set}.txt"
     try:
-        lines = listing.read_text().splitlines()
+        lines = listing.read_text(encoding="utf-8").splitlines()
     except OSError as error:
         raise DataError(f"{listing}: cannot read image set {image_set!r}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"{listing}: image set {image_set!r} is not UTF-8 text (byte {error.start})") from None
     return [line.split()[0] for line in lines if line.strip()], listing
 
 
@@ -101,7 +102,10 @@ def _read_image(
     except (_Invalid, OSError) as error:
         bad.report(xml, "image", str(error))
         return None
-    path = Path(os.path.normpath(images / filename))
+    path = path_inside(images, filename)
+    if path is None:
+        bad.report(xml, "image", f"<filename> {filename!r} leads out of {images}")
+        return None
     if path not in files:
         bad.report(xml, "image", f"image file {path} is missing")
         return None
@@ -134,11 +138,13 @@ def read_voc_split(
     space (ids 1..K in the given order); without it the label space is every
     object name read, sorted, ids 1..K -- give it when splits must share one.
     Raises DataError when ``categories`` repeats a name, ``root`` has no
-    ``Annotations/`` or the image set file cannot be read (always), and naming the file and the record --
-    unless ``lenient``, which skips and lists them -- for an id without an
-    XML, unparsable XML, missing fields, non-numeric coordinates, a missing
-    image file (the image goes with its objects), and degenerate or
-    out-of-image boxes or names outside ``categories`` (the object goes alone).
+    ``Annotations/`` or the image set file cannot be read or is not UTF-8
+    (always), and naming the file and the record -- unless ``lenient``,
+    which skips and lists them -- for an id without an XML, an id or a
+    ``<filename>`` that leads out of its folder (``..``, an absolute path),
+    unparsable XML, missing fields, non-numeric coordinates, a missing image
+    file (the image goes with its objects), and degenerate or out-of-image
+    boxes or names outside ``categories`` (the object goes alone).
     """
     root = root.resolve()
     if categories is not None and (isinstance(categories, str) or len(set(categories)) != len(categories)):
@@ -148,7 +154,10 @@ def read_voc_split(
     bad, files = BadRecords(lenient), ExistingFiles()
     images = []
     for image_id, stem in enumerate(ids, start=1):
-        xml = root / "Annotations" / f"{stem}.xml"
+        xml = path_inside(root / "Annotations", f"{stem}.xml")
+        if xml is None:
+            bad.report(listing, f"id {stem}", f"leads out of {root / 'Annotations'}")
+            continue
         if xml not in files:
             bad.report(listing, f"id {stem}", f"no annotation file {xml}")
             continue

@@ -9,7 +9,9 @@ its plan.
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -177,7 +179,10 @@ def _load_parquet(path: Path) -> CostMatrix:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except pa.ArrowException as err:  # not only ArrowInvalid (a ValueError): also NotImplemented, TypeError
+        raise ValueError(err) from err
     text = [i for i, f in enumerate(table.schema) if f.type in (pa.string(), pa.large_string())]
     if len(text) != 1:
         found = [table.schema[i].name for i in text]
@@ -211,6 +216,8 @@ def _load_npz(path: Path) -> CostMatrix:
 
 def _load_npy(path: Path) -> CostMatrix:
     costs, sidecar = _numeric(np.load(path, allow_pickle=False)), Path(f"{path}.names.json")
+    if costs.ndim != 2:  # before the names: a sidecar would not make a 3-D array a cost matrix
+        raise PlanInputError(f"costs: expected a 2-D (tasks, experts) array, got shape {costs.shape}")
     if not sidecar.exists():
         raise PlanInputError(
             f"a .npy file has no names; write {sidecar} as "
@@ -238,18 +245,23 @@ def _suffix(path: Path) -> str:
 def load_cost_matrix(path: str | Path) -> CostMatrix:
     """Read a named cost matrix; the suffix (.csv, .parquet, .npz, .npy) picks the format.
 
-    Raises :class:`PlanInputError` naming ``path`` for an unknown suffix, a file not of its format, missing
-    names (a nameless matrix could silently be matched with the wrong datasets) or invalid content (see
-    :class:`CostMatrix`), and ``FileNotFoundError`` if there is no such file.
+    Raises :class:`PlanInputError` naming ``path`` for an unknown suffix, a file not of its format, a ``.npy``
+    array that is not 2-D, missing names (a nameless matrix could silently be matched with the wrong datasets)
+    or invalid content (see :class:`CostMatrix`); ``FileNotFoundError`` if there is no such file,
+    ``IsADirectoryError`` for a folder, and other ``OSError``s when the file cannot be read.
     """
     path = Path(path)
     suffix = _suffix(path)
+    if not path.exists():  # before the loaders: an absent .npz would read as "not a zip archive"
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+    if path.is_dir():  # pyarrow would read a folder as a partitioned dataset
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a cost file", str(path))
     try:
         return _LOADERS[suffix](path)
     except PlanInputError as err:
         raise PlanInputError(f"{path}: {err}") from err
     except (ValueError, csv.Error, zipfile.BadZipFile, EOFError) as err:  # malformed file
-        raise PlanInputError(f"{path}: not a readable {suffix} file: {err}") from err
+        raise PlanInputError(f"{path}: not a readable {suffix} file: {' '.join(str(err).split())}") from err
 
 
 def _save_csv(matrix: CostMatrix, path: Path) -> None:

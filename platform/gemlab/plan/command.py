@@ -11,19 +11,19 @@ Prints the mapping table, the LP bound, the value and their ratio; with
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from gemlab.data.checks import check_file_destination
 from gemlab.plan.affinity import CostMatrix, load_cost_matrix
-from gemlab.plan.errors import PlanError, PlanInputError
+from gemlab.plan.errors import PlanInputError
+from gemlab.plan.loads import read_loads
 from gemlab.plan.planner import make_plan
 from gemlab.plan.problem import AssignmentProblem
 from gemlab.plan.scenario import load_scenario
-from gemlab.plan.strategies import STRATEGIES, StrategyOptions
+from gemlab.plan.strategies import STRATEGIES, StrategyOptions, validate_options
 from gemlab.plan.synthetic import heavy_tailed_loads, random_affinity
 
 
@@ -65,28 +65,18 @@ def _parse_capacity(text: str) -> int | list[int]:
     return values[0] if len(values) == 1 else values
 
 
-def _read_loads(spec: str, names: tuple[str, ...], seed: int, scenario_images) -> np.ndarray:
+def _read_loads(spec: str, names: tuple[str, ...], seed: int, scenario_images: np.ndarray | None) -> np.ndarray:
     if spec == "heavy-tailed":
         return heavy_tailed_loads(len(names), seed)
     if spec == "scenario":
         if scenario_images is None:
             raise PlanInputError("--loads scenario: only valid together with --scenario")
         return scenario_images
-    path = Path(spec)
-    if not path.exists():
-        raise PlanInputError(f"--loads: no file {path}")
-    if path.suffix == ".json":
-        table = json.loads(path.read_text())
-    else:
-        rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line.strip()]
-        table = {row[0].strip(): row[1].strip() for row in rows}
-    missing = [name for name in names if name not in table]
-    if missing:
-        raise PlanInputError(f"{path}: no load for task(s) {missing[:5]}")
-    try:
-        return np.array([float(table[name]) for name in names])
-    except ValueError as error:
-        raise PlanInputError(f"{path}: {error}") from None
+    if not Path(spec).exists():
+        raise PlanInputError(
+            f"{spec}: no such loads file (--loads takes a .csv or .json file, heavy-tailed or scenario)"
+        )
+    return read_loads(spec, names)
 
 
 def _load_capacity(spec: str, loads: np.ndarray, num_experts: int) -> float:
@@ -140,22 +130,26 @@ def _summary(plan) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        problem = build_problem(args)
-        options = StrategyOptions(precision=args.precision, seed=args.seed, time_limit=args.time_limit)
-        plan = make_plan(problem, args.strategy, options)
-        print(plan.explain())
-        timings = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in plan.timings.items())
-        print(f"\ntimings: {timings}")
-        if args.compare:
-            print("\ncompared on the same problem:")
-            print(_summary(plan))
-            for strategy in args.compare:
-                print(_summary(make_plan(problem, strategy, options)))
-        if args.out:
-            plan.save(args.out)
-            print(f"\nwrote {args.out}")
-    except PlanError as error:
-        print(f"gemlab plan: error: {error}", file=sys.stderr)
-        return 2
+    """Plan, print, and write ``--out``.
+
+    Every input and the destination are checked before the first solve,
+    which can take minutes. A PlanError or OSError (one line, naming the file
+    or option) reaches ``gemlab``'s main, which prints it and exits 2.
+    """
+    options = validate_options(StrategyOptions(precision=args.precision, seed=args.seed, time_limit=args.time_limit))
+    problem = build_problem(args)
+    if args.out:
+        check_file_destination(args.out)
+    plan = make_plan(problem, args.strategy, options)
+    print(plan.explain())
+    timings = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in plan.timings.items())
+    print(f"\ntimings: {timings}")
+    if args.compare:
+        print("\ncompared on the same problem:")
+        print(_summary(plan))
+        for strategy in args.compare:
+            print(_summary(make_plan(problem, strategy, options)))
+    if args.out:
+        plan.save(args.out)
+        print(f"\nwrote {args.out}")
     return 0

@@ -205,8 +205,10 @@ IGNORES_CAPACITY = frozenset({"argmax"})
 
 
 def validate_options(options: StrategyOptions) -> StrategyOptions:
-    """Raise PlanInputError for a precision outside 1..30 or a non-positive time limit."""
+    """Raise PlanInputError for a precision outside 1..30, a negative seed or a non-positive time limit."""
     check_precision(options.precision)
+    if options.seed < 0:  # numpy's generators take no negative seeds
+        raise PlanInputError(f"seed: must be >= 0, got {options.seed}")
     if not options.time_limit > 0:
         raise PlanInputError(f"time_limit: must be > 0 seconds, got {options.time_limit}")
     return options

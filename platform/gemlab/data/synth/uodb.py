@@ -125,15 +125,18 @@ def generate_synth_uodb(
 ) -> Path:
     """Write the benchmark to ``out`` and return its index file.
 
-    Raises DataError if ``out`` exists and is not empty, or for a non-positive
-    size, scale or worker count. Generation happens in a hidden sibling folder
-    renamed to ``out`` at the end, so a failed run leaves nothing behind.
+    Raises DataError if ``out`` is a file or a folder that is not empty, or
+    for a negative seed or a non-positive size, scale or worker count, and
+    OSError naming ``out`` when its folder cannot be written. Generation
+    happens in a hidden sibling folder renamed to ``out`` at the end, so a
+    failed run leaves nothing behind.
     """
-    out = require_new_folder(out)
-    if image_size < 32 or scale <= 0 or workers < 1:
+    if seed < 0 or image_size < 32 or not scale > 0 or workers < 1:
         raise DataError(
-            f"synth-uodb: need image_size >= 32, scale > 0, workers >= 1 (got {image_size}, {scale}, {workers})"
+            "synth-uodb: need seed >= 0, image_size >= 32, scale > 0, workers >= 1 "
+            f"(got {seed}, {image_size}, {scale}, {workers})"
         )
+    out = require_new_folder(out)
     with staged_folder(out) as staging:
         jobs, parts = [], []  # parts: (domain index, split, image folder, its jobs)
         for d, spec in enumerate(SYNTH_UODB):
