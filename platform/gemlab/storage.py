@@ -15,8 +15,6 @@ target; in an object store one PUT, which readers see complete or not at all.
 
 from __future__ import annotations
 
-import errno
-import os
 import re
 import shutil
 import tempfile
@@ -30,7 +28,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from gemlab.errors import GemlabError
-from gemlab.files import atomic_path
+from gemlab.files import atomic_path, check_can_create
 
 _CREDENTIALS = re.compile(r"://[^/@?#]*@")
 
@@ -162,20 +160,14 @@ class Location:
     def check_creatable(self) -> None:
         """Whether this folder could be written, creating nothing: a command checks its destination first.
 
-        On a filesystem the probe goes to the nearest folder that exists (a file on the way is refused); an
-        object store has no folders to leave behind, so the probe goes here. Raises OSError when it fails.
+        On a filesystem the probe goes to the nearest folder that exists (:func:`gemlab.files.check_can_create`);
+        an object store has no folders to leave behind, so the probe goes here. Raises OSError when it fails.
         """
-        if not self.is_local:
+        if self.is_local:
+            folder = Path(self.path)  # an existing folder is probed inside, so a file in its place is refused
+            check_can_create(folder / ".write-probe" if folder.exists() else folder)
+        else:
             self.check_writable()
-            return
-        existing = Path(self.path)
-        while not existing.exists():
-            existing = existing.parent
-        if not existing.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(existing))
-        probe = existing / f".write-probe-{uuid.uuid4().hex}"
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        probe.unlink()
 
     def upload(self, folder: Path) -> None:
         """Copy a local folder's files here (replacing files of the same name)."""

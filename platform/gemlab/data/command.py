@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from gemlab.data.checks import check_file_destination
+from gemlab.files import check_file_destination
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gemlab.data.checks import checked_field, is_name, is_names, is_number, only_known_keys, read_yaml_mapping
 from gemlab.data.errors import DataError
 from gemlab.data.records import SPLITS, TASKS
+from gemlab.handwritten import checked_field, is_name, is_names, is_number, only_known_keys, read_yaml_mapping
 
 INDEX_NAME = "gemlab-data.yaml"
 
@@ -85,13 +85,13 @@ def _split(base: Path, fmt: str, split: str, spec: Any, where: str) -> dict[str,
     prefix = f"splits.{split}."
     if not isinstance(spec, dict):
         raise DataError(f"{where}: splits.{split}: must be a mapping of {[key for key, _, _ in keys]}")
-    only_known_keys(spec, tuple(key for key, _, _ in keys), where, f"splits.{split}")
+    only_known_keys(spec, tuple(key for key, _, _ in keys), where, DataError, f"splits.{split}")
     arguments = {}
     for key, kind, required in keys:
         if key not in spec and not required:
             continue
         test, wanted = (is_names, "a list of names") if kind == "names" else (is_name, "a non-empty string")
-        value = checked_field(spec, key, where, test, wanted, prefix)
+        value = checked_field(spec, key, where, test, wanted, DataError, prefix)
         arguments[key] = _path(base, value, kind, where, prefix + key) if kind in ("file", "folder") else value
     return arguments
 
@@ -101,13 +101,15 @@ def _domain(index: Path, number: int, entry: Any) -> DomainEntry:
     where = f"{index}: domains[{number}]"
     if not isinstance(entry, dict):
         raise DataError(f"{where}: must be a mapping with {list(_DOMAIN_KEYS[:4])}, got {reprlib.repr(entry)}")
-    name = checked_field(entry, "name", where, is_name, "a non-empty string")
+    name = checked_field(entry, "name", where, is_name, "a non-empty string", DataError)
     where = f"{index}: domain {name!r}"
-    only_known_keys(entry, _DOMAIN_KEYS, where)
-    task = checked_field(entry, "task", where, _one_of(TASKS), f"one of {', '.join(TASKS)}")
-    fmt = checked_field(entry, "format", where, _one_of(_SPLIT_KEYS), f"one of {', '.join(_SPLIT_KEYS)}")
-    splits = checked_field(entry, "splits", where, lambda v: isinstance(v, dict), "a mapping of split names to files")
-    only_known_keys(splits, SPLITS, where, "splits")
+    only_known_keys(entry, _DOMAIN_KEYS, where, DataError)
+    task = checked_field(entry, "task", where, _one_of(TASKS), f"one of {', '.join(TASKS)}", DataError)
+    fmt = checked_field(entry, "format", where, _one_of(_SPLIT_KEYS), f"one of {', '.join(_SPLIT_KEYS)}", DataError)
+    splits = checked_field(
+        entry, "splits", where, lambda v: isinstance(v, dict), "a mapping of split names to files", DataError
+    )
+    only_known_keys(splits, SPLITS, where, DataError, "splits")
     if "train" not in splits:
         raise DataError(f"{where}: splits: no train split")
     columns = entry.get("metadata_columns", [])
@@ -132,11 +134,11 @@ def read_index(path: Path) -> Index:
     if not index.exists():
         raise DataError(f"{index}: no such index file")
     config = read_yaml_mapping(index, DataError)
-    only_known_keys(config, _TOP_KEYS, str(index))
+    only_known_keys(config, _TOP_KEYS, str(index), DataError)
     entries = checked_field(
-        config, "domains", str(index), lambda v: isinstance(v, list) and len(v) > 0, "a non-empty list"
+        config, "domains", str(index), lambda v: isinstance(v, list) and len(v) > 0, "a non-empty list", DataError
     )
-    alpha = checked_field({"alpha": 1.0} | config, "alpha", str(index), _is_alpha, "a finite number >= 0")
+    alpha = checked_field({"alpha": 1.0} | config, "alpha", str(index), _is_alpha, "a finite number >= 0", DataError)
     domains: list[DomainEntry] = []
     for number, entry in enumerate(entries):
         domain = _domain(index, number, entry)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gemlab.data.checks import check_file_destination
+from gemlab.files import check_file_destination
 from gemlab.plan.affinity import CostMatrix, load_cost_matrix
 from gemlab.plan.errors import PlanInputError
 from gemlab.plan.loads import read_loads

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gemlab.data.checks import checked_field, is_name, is_number, only_known_keys, read_yaml_mapping
+from gemlab.handwritten import checked_field, is_name, is_number, only_known_keys, read_yaml_mapping
 from gemlab.plan.affinity import CostMatrix, affinity_from_features
 from gemlab.plan.errors import PlanInputError
 
@@ -84,17 +84,17 @@ def _checked(path: Path) -> dict[str, Any]:
     """The scenario's fields, each of the type and range it needs; raises PlanInputError naming the field."""
     config = read_yaml_mapping(path, PlanInputError)
     where = str(path)
-    only_known_keys(config, [name for name, _, _ in _FIELDS], where, error=PlanInputError)
+    only_known_keys(config, [name for name, _, _ in _FIELDS], where, PlanInputError)
     for name, test, wanted in _FIELDS:
-        checked_field(config, name, where, test, wanted, error=PlanInputError)
+        checked_field(config, name, where, test, wanted, PlanInputError)
     names: dict[str, int] = {}
     for index, domain in enumerate(config["domains"]):
         prefix = f"domains[{index}]."
         if not isinstance(domain, dict):
             raise PlanInputError(f"{where}: domains[{index}]: must be a mapping of {list(_DOMAIN_KEYS)}")
-        only_known_keys(domain, _DOMAIN_KEYS, where, f"domains[{index}]", PlanInputError)
+        only_known_keys(domain, _DOMAIN_KEYS, where, PlanInputError, f"domains[{index}]")
         for name, test, wanted in _DOMAIN_FIELDS:
-            checked_field(domain, name, where, test, wanted, prefix, PlanInputError)
+            checked_field(domain, name, where, test, wanted, PlanInputError, prefix)
         first = names.setdefault(domain["name"], index)
         if first != index:
             raise PlanInputError(f"{where}: {prefix}name: {domain['name']!r} is also the name of domains[{first}]")
