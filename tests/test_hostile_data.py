@@ -183,7 +183,7 @@ BAD_TEXT = [
     ("not UTF-8", b"domains: \xff\n", "not UTF-8 text (byte 9)"),
     ("a PNG", b"\x89PNG\r\n\x1a\n", "not UTF-8 text (byte 0)"),
     ("a list", "- road\n", "expected a mapping at the top level, got list"),
-    ("empty", "", "expected a mapping at the top level, got NoneType"),
+    ("empty", "", "expected a mapping at the top level, got an empty file"),
     ("impossible date", "alpha: 2024-13-01\n", "not valid YAML: month must be in 1..12"),
     (
         "python tag",

@@ -62,8 +62,8 @@ def test_a_ray_address_that_is_not_http_is_named_as_coming_from_the_environment(
 RUNTIME_ENVS = [
     (None, "No such file or directory"),
     (b"working_dir: .\nexcludes: [\n", "not valid YAML: "),
-    (b"- working_dir\n", "expected a mapping, got list"),
-    (b"", "expected a mapping, got an empty file"),
+    (b"- working_dir\n", "expected a mapping at the top level, got list"),
+    (b"", "expected a mapping at the top level, got an empty file"),
     (b"\xff\xfeworking_dir: .\n", "not UTF-8 text"),
     (b"when: 2024-13-01\n", "not valid YAML: month must be in 1..12"),
     (b"working_dirr: .\n", "working_dirr: not a runtime env key Ray knows"),

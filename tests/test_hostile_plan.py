@@ -214,7 +214,7 @@ SCENARIOS = [
     ("not YAML", "num_experts: [2\n", "not valid YAML: expected ',' or ']', but got '<stream end>' (line 2, column 1)"),
     ("not UTF-8", b"num_experts: \xff\n", "not UTF-8 text (byte 13)"),
     ("a list", "- 1\n", "expected a mapping at the top level, got list"),
-    ("empty", "", "expected a mapping at the top level, got NoneType"),
+    ("empty", "", "expected a mapping at the top level, got an empty file"),
     ("impossible date", "seed: 2024-13-01\n", "not valid YAML: month must be in 1..12"),
     ("python tag", "seed: !!python/object:os.system {}\n", "not valid YAML: could not determine a constructor"),
     ("missing field", SCENARIO.replace("noise: 0.1\n", ""), "noise: missing"),

@@ -39,7 +39,8 @@ def read_yaml_mapping(path: Path, error: type[GemlabError]) -> dict[Any, Any]:
     except (yaml.YAMLError, ValueError) as problem:  # ValueError: a value such as the date 2024-13-01
         raise error(f"{path}: not valid YAML: {' '.join(str(problem).split())}") from None
     if not isinstance(data, dict):
-        raise error(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        got = "an empty file" if data is None else type(data).__name__
+        raise error(f"{path}: expected a mapping at the top level, got {got}")
     return data
 
 

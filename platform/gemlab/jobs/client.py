@@ -26,10 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gemlab.engine.config import DEFAULT_CONFIG_DIR
 from gemlab.errors import GemlabError, user_message
+from gemlab.handwritten import read_yaml_mapping
 from gemlab.jobs import AGENT_WAIT_SECONDS
 from gemlab.storage import masked
 
@@ -133,22 +132,11 @@ def load_runtime_env(path: str | Path = DEFAULT_RUNTIME_ENV) -> dict[str, Any]:
 
 def _read_mapping(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_bytes().decode("utf-8")
+        return read_yaml_mapping(path, JobsError)
+    except JobsError as error:
+        raise JobsError(f"runtime env {error}") from None
     except OSError as error:
         raise JobsError(f"runtime env {user_message(error)}") from None
-    except UnicodeDecodeError as error:
-        raise JobsError(f"runtime env {path}: not UTF-8 text (byte {error.start})") from None
-    try:
-        env = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError) as error:  # ValueError: a value such as the date 2024-13-01
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or _lines(str(error))[0]
-        raise JobsError(f"runtime env {path}: not valid YAML: {problem}{where}") from None
-    if not isinstance(env, dict):
-        got = "an empty file" if env is None else type(env).__name__
-        raise JobsError(f"runtime env {path}: expected a mapping, got {got}")
-    return env
 
 
 def _check_as_ray_does(path: Path, env: dict[str, Any]) -> None:
