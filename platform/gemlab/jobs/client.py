@@ -26,13 +26,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gemlab.engine.config import DEFAULT_CONFIG_DIR
 from gemlab.errors import GemlabError, user_message
 from gemlab.handwritten import read_yaml_mapping
 from gemlab.jobs import AGENT_WAIT_SECONDS
+from gemlab.repository import REPO_ROOT
 from gemlab.storage import masked
 
-REPO_ROOT = DEFAULT_CONFIG_DIR.parent
 DEFAULT_RUNTIME_ENV = REPO_ROOT / "cluster" / "runtime_env.yaml"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 _NO_AGENT = "No available agent to submit job"  # the job server's answer until the head's agent has registered
