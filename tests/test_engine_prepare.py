@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from gemlab.cli import main
 from gemlab.engine.checkpoint import write_checkpoint
-from gemlab.engine.config import ConfigError, as_plain, compose_config
-from gemlab.engine.prepare import PLAN_FILE, RUN_FILE, prepare
+from gemlab.engine.config import ConfigError, as_plain
+from gemlab.engine.prepare import PLAN_FILE, RUN_FILE
 from gemlab.engine.worker import Worker
 from gemlab.plan.plan import Plan
-
-
-def tiny(digits_dir: Path, storage: Path, *overrides: str):
-    return prepare(
-        compose_config(["experiment=tiny", f"data.path={digits_dir}", f"storage_path={storage}", *overrides])
-    )
+from helpers import tiny
 
 
 def test_prepare_writes_the_plan_and_the_run_record(digits_dir, tmp_path):

@@ -12,16 +12,10 @@ import torch
 import yaml
 
 from gemlab.engine.checkpoint import CheckpointMismatch, read_checkpoint, write_checkpoint
-from gemlab.engine.config import ConfigError, as_plain, compose_config
+from gemlab.engine.config import ConfigError, as_plain
 from gemlab.engine.parallel import data_parallel_role, expert_parallel_role, expert_parameters
-from gemlab.engine.prepare import prepare
 from gemlab.engine.worker import Worker
-
-
-def tiny(digits_dir: Path, storage: Path, *overrides: str):
-    return prepare(
-        compose_config(["experiment=tiny", f"data.path={digits_dir}", f"storage_path={storage}", *overrides])
-    )
+from helpers import tiny
 
 
 @pytest.mark.parametrize(("num_experts", "world"), [(4, 4), (6, 2), (5, 3), (2, 4), (3, 8)])

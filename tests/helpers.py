@@ -1,0 +1,47 @@
+"""What several test files build the same way: the tiny experiment on the session's generated digits.
+
+Kept in one place so that a change to the tiny experiment's overrides (or
+to how a run is prepared) is made once for every test that trains on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from gemlab.engine.config import compose_config
+from gemlab.engine.prepare import Prepared, prepare
+
+
+def tiny_overrides(digits_dir: Path, storage: Path | str, *overrides: str) -> list[str]:
+    """Hydra overrides of the tiny experiment on ``digits_dir``, storing under ``storage``; raises nothing."""
+    return ["experiment=tiny", f"data.path={digits_dir}", f"storage_path={storage}", *overrides]
+
+
+def tiny_config(digits_dir: Path, storage: Path | str, *overrides: str) -> DictConfig:
+    """The tiny experiment's composed config; raises ConfigError for a bad override."""
+    return compose_config(tiny_overrides(digits_dir, storage, *overrides))
+
+
+def tiny(digits_dir: Path, storage: Path | str, *overrides: str) -> Prepared:
+    """The tiny experiment, prepared (data read, plan solved, run folder written); raises ConfigError."""
+    return prepare(tiny_config(digits_dir, storage, *overrides))
+
+
+def evaluation_record(step: int, accuracy: float) -> dict:
+    """One evaluation as rank 0 records it: two digit domains (``invert`` at half the accuracy), two experts.
+
+    Raises nothing.
+    """
+    return {
+        "step": step,
+        "domains": {
+            "rot0": {"accuracy": accuracy, "loss": 0.5, "expert_load": [1.0, 0.0]},
+            "invert": {"accuracy": accuracy / 2, "loss": 1.5, "expert_load": [0.25, 0.75]},
+        },
+        "train": {"loss": 0.7, "aux/balance": 0.01},
+        "samples_per_s": 1234.0,
+        "cpu_ms_per_sample": 0.9,
+        "allreduce_bytes_per_step": 4096,
+    }
