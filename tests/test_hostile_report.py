@@ -152,14 +152,14 @@ def fraction_in(column: str):
     return pytest.param(edit, f"column {column!r} holds 0.5 where a whole number", id=f"half-{column}")
 
 
-WHOLE_COLUMNS = [c for c, (whole, _) in NUMBER_COLUMNS.items() if whole]
-NAMED_COLUMNS = [c for c, missing_allowed in TEXT_COLUMNS.items() if not missing_allowed]
-COUNTED_COLUMNS = [c for c, (_, missing_allowed) in NUMBER_COLUMNS.items() if not missing_allowed]
+WHOLE_COLUMNS = [c.name for c in NUMBER_COLUMNS if c.whole]
+NAMED_COLUMNS = [c.name for c in TEXT_COLUMNS if not c.missing_allowed]
+COUNTED_COLUMNS = [c.name for c in NUMBER_COLUMNS if not c.missing_allowed]
 
 REFUSED = [
     *[missing_column(c) for c in REQUIRED_COLUMNS],
-    *[text_in(c) for c in NUMBER_COLUMNS],
-    *[number_in(c) for c in TEXT_COLUMNS],
+    *[text_in(c.name) for c in NUMBER_COLUMNS],
+    *[number_in(c.name) for c in TEXT_COLUMNS],
     *[missing_value_in(c) for c in [*NAMED_COLUMNS, *COUNTED_COLUMNS]],
     *[
         pytest.param(

@@ -8,8 +8,17 @@ import pandas as pd
 import pytest
 
 from gemlab.cli import main
+from gemlab.plan.strategies import STRATEGIES
 from gemlab.report.results import ReportError, load_results, selected
-from gemlab.report.tables import ablation_table, per_domain_table, to_csv, to_latex, to_markdown
+from gemlab.report.tables import (
+    PAPER_STRATEGY_ORDER,
+    ablation_table,
+    per_domain_table,
+    strategy_order,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
 from report_rows import run_rows
 
 
@@ -57,6 +66,15 @@ def test_ablation_table_orders_strategies_like_the_paper(results_file):
     table = ablation_table(load_results([results_file]))
     assert [label for label, _ in table.rows] == ["random", "gem"]
     assert dict(table.rows)["random"]["Avg."][0] == pytest.approx(0.45)
+
+
+def test_every_strategy_gets_an_ablation_row_the_papers_in_its_order():
+    assert set(PAPER_STRATEGY_ORDER) <= set(STRATEGIES)  # the paper's order names only registered strategies
+    assert strategy_order(set(STRATEGIES)) == [
+        *PAPER_STRATEGY_ORDER,
+        *(s for s in STRATEGIES if s not in PAPER_STRATEGY_ORDER),
+    ]
+    assert strategy_order({"gem", "mine", "random", "another"}) == ["random", "gem", "another", "mine"]  # none dropped
 
 
 def test_report_command_writes_tables_and_figures(results_file, tmp_path):

@@ -2,7 +2,8 @@
 
 ``results.parquet`` is long-form -- one row per run x domain x metric x step,
 with the config's key fields as columns -- so that a sweep's or several
-runs' tables concatenate, and reports are group-bys over one schema.
+runs' tables concatenate, and reports are group-bys over one schema. Its
+file name, columns and metric names are :mod:`gemlab.results_schema`'s.
 """
 
 from __future__ import annotations
@@ -17,22 +18,23 @@ from typing import Any
 from omegaconf import DictConfig
 
 from gemlab.engine.model import needs_plan
+from gemlab.results_schema import (
+    ACCURACY,
+    ALL_DOMAINS,
+    ALLREDUCE_BYTES_PER_STEP,
+    CPU_MS_PER_SAMPLE,
+    CROSS_EXPERT,
+    EXPERT_LOAD,
+    LOSS,
+    RESULTS_FILE,
+    SAMPLES_PER_S,
+    arrow_schema,
+    expert_metric,
+    train_metric,
+)
 from gemlab.storage import Location
 
-RESULTS_FILE, TENSORBOARD_DIR = "results.parquet", "tensorboard"
-ALL_DOMAINS = "all"  # the domain column of run-level metrics (mean accuracy, losses, speed)
-
-
-def _schema():
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("run", pa.string()), ("tag", pa.string()), ("router", pa.string()), ("strategy", pa.string()),
-            ("precision", pa.int64()), ("num_experts", pa.int64()), ("seed", pa.int64()),
-            ("domain", pa.string()), ("metric", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
-        ]
-    )  # fmt: skip
+TENSORBOARD_DIR = "tensorboard"
 
 
 def key_fields(cfg: DictConfig, name: str) -> dict[str, Any]:
@@ -50,19 +52,19 @@ def key_fields(cfg: DictConfig, name: str) -> dict[str, Any]:
 
 
 def record_metrics(record: dict[str, Any]) -> list[tuple[str, str, float]]:
-    """(domain, metric, value) triples of one evaluation record."""
+    """(domain, metric, value) triples of one evaluation record; raises KeyError for a record without a field."""
     rows = []
     for domain, result in record["domains"].items():
-        rows += [(domain, "accuracy", result["accuracy"]), (domain, "loss", result["loss"])]
-        rows += [(domain, f"expert_load/{j}", share) for j, share in enumerate(result["expert_load"])]
+        rows += [(domain, ACCURACY, result["accuracy"]), (domain, LOSS, result["loss"])]
+        rows += [(domain, expert_metric(EXPERT_LOAD, j), share) for j, share in enumerate(result["expert_load"])]
     for domain, accuracies in record.get("cross_expert", {}).items():
-        rows += [(domain, f"cross_expert/{j}", value) for j, value in enumerate(accuracies)]
+        rows += [(domain, expert_metric(CROSS_EXPERT, j), value) for j, value in enumerate(accuracies)]
     accuracies = [r["accuracy"] for r in record["domains"].values()]
-    rows.append((ALL_DOMAINS, "accuracy", sum(accuracies) / len(accuracies)))
-    rows += [(ALL_DOMAINS, f"train/{key}", value) for key, value in record["train"].items()]
-    rows.append((ALL_DOMAINS, "samples_per_s", record["samples_per_s"]))
-    rows.append((ALL_DOMAINS, "cpu_ms_per_sample", record["cpu_ms_per_sample"]))
-    rows.append((ALL_DOMAINS, "allreduce_bytes_per_step", float(record["allreduce_bytes_per_step"])))
+    rows.append((ALL_DOMAINS, ACCURACY, sum(accuracies) / len(accuracies)))
+    rows += [(ALL_DOMAINS, train_metric(key), value) for key, value in record["train"].items()]
+    rows.append((ALL_DOMAINS, SAMPLES_PER_S, record["samples_per_s"]))
+    rows.append((ALL_DOMAINS, CPU_MS_PER_SAMPLE, record["cpu_ms_per_sample"]))
+    rows.append((ALL_DOMAINS, ALLREDUCE_BYTES_PER_STEP, float(record["allreduce_bytes_per_step"])))
     return rows
 
 
@@ -76,7 +78,7 @@ def results_table(cfg: DictConfig, name: str, history: Sequence[dict[str, Any]],
         for record in history
         for domain, metric, value in record_metrics(record)
     ]
-    table = pa.Table.from_pylist(rows, schema=_schema())
+    table = pa.Table.from_pylist(rows, schema=arrow_schema())
     for column, value in (extra or {}).items():
         table = table.append_column(column, pa.array([value] * len(table)))
     return table
@@ -114,7 +116,7 @@ class TensorBoardLog:
     def add(self, record: dict[str, Any]) -> None:
         step = record["step"]
         for domain, metric, value in record_metrics(record):
-            if not metric.startswith("expert_load/"):
+            if not metric.startswith(f"{EXPERT_LOAD}/"):
                 self.writer.add_scalar(f"{metric}/{domain}", value, step)
         self.writer.add_figure("routing/expert_load", routing_heatmap(record), step)
         self.writer.flush()

@@ -21,7 +21,8 @@ from pandas.api.types import is_bool_dtype
 
 from gemlab.files import atomic_path
 from gemlab.report.output import safe_name
-from gemlab.report.results import ALL, domains_of, last_evaluations, selected
+from gemlab.report.results import domains_of, last_evaluations, selected
+from gemlab.results_schema import ACCURACY, ALL_DOMAINS, CROSS_EXPERT, EXPERT_LOAD, PARAM_PREFIX
 
 
 def _pyplot():
@@ -90,7 +91,7 @@ def routing_heatmaps(frame: pd.DataFrame) -> list[Figure]:
     """Per method: the share of each domain's routed tokens that each expert got (last evaluation); raises nothing."""
     figures = []
     for method, rows in selected(frame).groupby("method"):
-        loads = _family(rows, "expert_load")
+        loads = _family(rows, EXPERT_LOAD)
         domains, experts = domains_of(loads), sorted(set(loads["expert"]))
         if domains:
             values = _matrix(loads, domains, experts)
@@ -118,12 +119,12 @@ def cross_expert_matrices(frame: pd.DataFrame) -> list[Figure]:
     """
     figures = []
     for method, rows in selected(frame).groupby("method"):
-        cross = _family(rows, "cross_expert")
+        cross = _family(rows, CROSS_EXPERT)
         domains, experts = domains_of(cross), sorted(set(cross["expert"]))
         if not domains:
             continue
         values = _matrix(cross, domains, experts)
-        marks = _routed_marks(_family(rows, "expert_load"), domains, experts)
+        marks = _routed_marks(_family(rows, EXPERT_LOAD), domains, experts)
         title = f"cross-expert accuracy: {method}\n(red box: the expert the domain is routed to)"
         draw = partial(_heat, domains, experts, values, title, "accuracy", marks)
         figures.append(Figure(f"cross_expert-{safe_name(method)}.png", draw))
@@ -153,20 +154,20 @@ def _numeric(values: pd.Series) -> pd.Series:
     return numbers.where(np.isfinite(numbers))
 
 
-def parameter_curves(frame: pd.DataFrame, metric: str = "accuracy") -> list[Figure]:
+def parameter_curves(frame: pd.DataFrame, metric: str = ACCURACY) -> list[Figure]:
     """Mean ``all``-domain metric against each numeric parameter that varies (λ, p, expert count, ...).
 
     Runs without the parameter, or with a value that is not a finite number,
     drop out of its curve; a parameter with fewer than two such values has none. Raises nothing.
     """
     last = last_evaluations(frame)
-    scores = last[(last["domain"] == ALL) & (last["metric"] == metric)]
-    candidates = [c for c in frame.columns if c.startswith("param:")] + ["num_experts", "precision"]
+    scores = last[(last["domain"] == ALL_DOMAINS) & (last["metric"] == metric)]
+    candidates = [c for c in frame.columns if c.startswith(PARAM_PREFIX)] + ["num_experts", "precision"]
     figures = []
     for column in candidates:
         x = _numeric(scores[column])
         swept = scores.assign(x=x)[x.notna()]
         if swept["x"].nunique() >= 2:
-            name = column.removeprefix("param:")
+            name = column.removeprefix(PARAM_PREFIX)
             figures.append(Figure(f"curve-{safe_name(name)}.png", partial(_curve, swept, name, metric)))
     return figures

@@ -16,7 +16,6 @@ deep inside a group-by.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -25,19 +24,26 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype, is_string_dtype
 
 from gemlab.errors import GemlabError
+from gemlab.results_schema import (
+    ACCURACY,
+    ALL_DOMAINS,
+    COLUMNS,
+    CROSS_EXPERT,
+    EXPERT_LOAD,
+    EXPERT_METRIC,
+    PARAM_PREFIX,
+    RESULTS_FILE,
+    SWEPT_SEED,
+    Column,
+)
 from gemlab.storage import Location, StorageError
 
-ALL = "all"
 RUN_KEYS = ["method", "candidate", "seed"]
-SELECTION_METRIC = "accuracy"
-EXPERT_METRIC = re.compile(r"(expert_load|cross_expert)/(?P<expert>\d+)")  # a domain's value per expert j
-TEXT_COLUMNS = {"run": False, "router": False, "domain": False, "metric": False, "strategy": True}  # missing allowed
-# column: (whole numbers only, missing allowed); a parameter's own column may be absent from a run's results
-NUMBER_COLUMNS = {
-    "value": (False, True), "step": (True, False), "seed": (True, False),
-    "num_experts": (True, True), "precision": (True, True), "param:seed": (True, True),
-}  # fmt: skip
-REQUIRED_COLUMNS = sorted({*TEXT_COLUMNS, *NUMBER_COLUMNS} - {"param:seed"})
+SELECTION_METRIC = ACCURACY
+# What the reader checks: names before numbers; a swept seed's column only where a sweep wrote it.
+TEXT_COLUMNS = [c for c in COLUMNS if c.read and c.kind == "text"]
+NUMBER_COLUMNS = [c for c in (*COLUMNS, SWEPT_SEED) if c.read and c.kind != "text"]
+REQUIRED_COLUMNS = sorted(c.name for c in COLUMNS if c.read)
 
 
 class ReportError(GemlabError, ValueError):
@@ -71,9 +77,9 @@ def results_files(paths: Iterable[str | Path]) -> list[Location]:
 
 def _files_at(path: Location) -> list[Location]:
     if path.is_dir():
-        found = path.files_named("results.parquet")
+        found = path.files_named(RESULTS_FILE)
         if not found:
-            raise ReportError(f"{path}: no results.parquet under this folder")
+            raise ReportError(f"{path}: no {RESULTS_FILE} under this folder")
         return found
     if path.is_file():
         return [path]
@@ -94,23 +100,23 @@ def _missing_problem(values: pd.Series) -> str | None:
     return f"has a missing value (row {values.index[values.isna()][0]})" if values.isna().any() else None
 
 
-def _text_problem(values: pd.Series, missing_allowed: bool) -> str | None:
+def _text_problem(values: pd.Series, column: Column) -> str | None:
     """What is wrong with a column of names (runs, routers, domains, metrics), or None."""
     present = values.dropna()
     if not is_string_dtype(present):
         return f"holds {next(v for v in present if not isinstance(v, str))!r} where text belongs"
-    return None if missing_allowed else _missing_problem(values)
+    return None if column.missing_allowed else _missing_problem(values)
 
 
-def _number_problem(values: pd.Series, whole: bool, missing_allowed: bool) -> str | None:
+def _number_problem(values: pd.Series, column: Column) -> str | None:
     """What is wrong with a column of numbers (values, steps, seeds), or None."""
     present = values.dropna()
     if len(present) and (is_bool_dtype(present) or not is_numeric_dtype(present)):
         return f"holds {_example(present)!r} where numbers belong"
-    fractional = present[~np.isfinite(present.astype(float)) | (present % 1 != 0)] if whole else present[:0]
+    fractional = present[~np.isfinite(present.astype(float)) | (present % 1 != 0)] if column.whole else present[:0]
     if len(fractional):
         return f"holds {_example(fractional)!r} where a whole number belongs"
-    return None if missing_allowed else _missing_problem(values)
+    return None if column.missing_allowed else _missing_problem(values)
 
 
 def _check_table(file: Location, frame: pd.DataFrame) -> None:
@@ -118,16 +124,16 @@ def _check_table(file: Location, frame: pd.DataFrame) -> None:
     missing = set(REQUIRED_COLUMNS) - set(frame.columns)
     if missing:
         raise ReportError(f"{file}: not a gemlab results table (missing columns {sorted(missing)})")
-    problems = {c: _text_problem(frame[c], allowed) for c, allowed in TEXT_COLUMNS.items()}
-    problems |= {c: _number_problem(frame[c], *kind) for c, kind in NUMBER_COLUMNS.items() if c in frame}
+    problems = {c.name: _text_problem(frame[c.name], c) for c in TEXT_COLUMNS}
+    problems |= {c.name: _number_problem(frame[c.name], c) for c in NUMBER_COLUMNS if c.name in frame}
     for column, problem in problems.items():
         if problem:
             raise ReportError(f"{file}: column {column!r} {problem}")
-    per_expert = frame["metric"][frame["metric"].str.startswith(("expert_load/", "cross_expert/"))]
+    per_expert = frame["metric"][frame["metric"].str.startswith((f"{EXPERT_LOAD}/", f"{CROSS_EXPERT}/"))]
     malformed = per_expert[~per_expert.str.fullmatch(EXPERT_METRIC)]
     if len(malformed):
         raise ReportError(
-            f"{file}: metric {_example(malformed)!r} has no expert number (expected like 'expert_load/0')"
+            f"{file}: metric {_example(malformed)!r} has no expert number (expected like '{EXPERT_LOAD}/0')"
         )
 
 
@@ -153,7 +159,7 @@ def _named(files: Sequence[Location]) -> str:
 
 def _metric_names(frame: pd.DataFrame) -> list[str]:
     """The metrics the results hold, per-expert families written once (``expert_load/<j>``)."""
-    return sorted({EXPERT_METRIC.sub(lambda m: f"{m[1]}/<j>", m) for m in frame["metric"].unique()})
+    return sorted({EXPERT_METRIC.sub(lambda m: f"{m['family']}/<j>", m) for m in frame["metric"].unique()})
 
 
 def _check_metrics(files: Sequence[Location], frame: pd.DataFrame, metric: str) -> None:
@@ -161,9 +167,9 @@ def _check_metrics(files: Sequence[Location], frame: pd.DataFrame, metric: str) 
     if frame.empty:
         raise ReportError(f"{_named(files)}: the results hold no rows")
     finite = frame[np.isfinite(frame["value"])]
-    scores = finite[(finite["domain"] == ALL) & (finite["metric"] == SELECTION_METRIC)]
+    scores = finite[(finite["domain"] == ALL_DOMAINS) & (finite["metric"] == SELECTION_METRIC)]
     if scores.empty:
-        raise ReportError(f"{_named(files)}: no finite {ALL!r}-domain {SELECTION_METRIC} to select runs by")
+        raise ReportError(f"{_named(files)}: no finite {ALL_DOMAINS!r}-domain {SELECTION_METRIC} to select runs by")
     if metric not in set(frame["metric"]):
         held = ", ".join(map(repr, _metric_names(frame)))
         raise ReportError(f"{_named(files)}: no metric {metric!r} (--metric); the results hold {held}")
@@ -183,13 +189,13 @@ def load_results(paths: Iterable[str | Path], metric: str = SELECTION_METRIC) ->
     frame = pd.concat([_read_table(file) for file in files], ignore_index=True)
     _check_metrics(files, frame, metric)
     frame["method"] = [method_label(r, s) for r, s in zip(frame["router"], frame["strategy"], strict=True)]
-    params = sorted(c for c in frame.columns if c.startswith("param:") and c != "param:seed")
+    params = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX) and c != SWEPT_SEED.name)
     keys = [*params, "num_experts", "precision"]
     frame["candidate"] = [
         " ".join(f"{k}={v}" for k, v in zip(keys, row, strict=True)) for row in frame[keys].itertuples(index=False)
     ]
-    if "param:seed" in frame.columns:  # a swept seed is a seed, not a candidate
-        frame["seed"] = frame["param:seed"].fillna(frame["seed"]).astype(int)
+    if SWEPT_SEED.name in frame.columns:  # a swept seed is a seed, not a candidate
+        frame["seed"] = frame[SWEPT_SEED.name].fillna(frame["seed"]).astype(int)
     return frame
 
 
@@ -207,7 +213,7 @@ def selected(frame: pd.DataFrame) -> pd.DataFrame:
     :func:`unscored_methods`). Raises nothing.
     """
     last = last_evaluations(frame)
-    scores = last[(last["domain"] == ALL) & (last["metric"] == SELECTION_METRIC)]
+    scores = last[(last["domain"] == ALL_DOMAINS) & (last["metric"] == SELECTION_METRIC)]
     means = scores.groupby(["method", "candidate"])["value"].mean().reset_index()
     means = means[np.isfinite(means["value"])]
     best = means.loc[means.groupby("method")["value"].idxmax(), ["method", "candidate"]]
@@ -221,4 +227,4 @@ def unscored_methods(frame: pd.DataFrame) -> list[str]:
 
 def domains_of(frame: pd.DataFrame) -> list[str]:
     """Domains in the order the results list them (the mixture's order); raises nothing."""
-    return [d for d in dict.fromkeys(frame["domain"]) if d != ALL]
+    return [d for d in dict.fromkeys(frame["domain"]) if d != ALL_DOMAINS]

@@ -3,7 +3,9 @@
 * per-domain table (Table II): one row per method, one column per domain and
   ``Avg.``; mean ± std over the selected candidate's seeds;
 * mapping-strategy ablation (Table VI): the ``gem`` router under each planner
-  strategy, in the order random, argmax, expert-centric, greedy, GEM, exact.
+  strategy, in the paper's order (random, argmax, expert-centric, greedy,
+  GEM, exact), then any other strategy the planner registers
+  (:data:`gemlab.plan.strategies.STRATEGIES`), then names it does not know.
 
 Method and domain names come from results files, which anyone can write:
 each format escapes them (a ``|`` or a newline must not add a Markdown
@@ -20,9 +22,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from gemlab.report.results import ALL, domains_of, selected
+from gemlab.plan.strategies import STRATEGIES
+from gemlab.report.results import domains_of, selected
+from gemlab.results_schema import ACCURACY, ALL_DOMAINS
 
-STRATEGY_ORDER = ["random", "argmax", "expert_centric", "greedy", "gem", "exact"]
+# Table VI's rows: the maps GEM is compared with, GEM's own, then the exact MIP it approaches.
+PAPER_STRATEGY_ORDER = ("random", "argmax", "expert_centric", "greedy", "gem", "exact")
 
 
 @dataclass(frozen=True)
@@ -37,13 +42,13 @@ class Table:
 def _cells(rows: pd.DataFrame, columns: list[str]) -> dict[str, tuple[float, float, int]]:
     cells = {}
     for column in columns:
-        values = rows[rows["domain"] == (ALL if column == "Avg." else column)]["value"]
+        values = rows[rows["domain"] == (ALL_DOMAINS if column == "Avg." else column)]["value"]
         if len(values):
             cells[column] = (float(values.mean()), float(values.std(ddof=0)), len(values))
     return cells
 
 
-def per_domain_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
+def per_domain_table(frame: pd.DataFrame, metric: str = ACCURACY) -> Table:
     """Each method's selected candidate: ``metric`` per domain and on average; raises nothing."""
     picked = selected(frame)
     picked = picked[picked["metric"] == metric]
@@ -52,7 +57,7 @@ def per_domain_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
     return Table(f"per-domain {metric} (mean ± std over seeds)", columns, rows)
 
 
-def ablation_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table | None:
+def ablation_table(frame: pd.DataFrame, metric: str = ACCURACY) -> Table | None:
     """The gem router under each planner strategy; None unless the results hold two strategies; raises nothing."""
     gem = frame[frame["router"] == "gem"].copy()
     if gem["strategy"].nunique() < 2:
@@ -61,9 +66,19 @@ def ablation_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table | Non
     picked = selected(gem)
     picked = picked[picked["metric"] == metric]
     columns = [*domains_of(picked), "Avg."]
-    order = [s for s in STRATEGY_ORDER if s in set(picked["method"])]
+    order = strategy_order(set(picked["method"]))
     rows = [(strategy, _cells(picked[picked["method"] == strategy], columns)) for strategy in order]
     return Table(f"mapping strategy ablation, {metric} (mean ± std over seeds)", columns, rows)
+
+
+def _paper_rank(strategy: str) -> int:
+    return PAPER_STRATEGY_ORDER.index(strategy) if strategy in PAPER_STRATEGY_ORDER else len(PAPER_STRATEGY_ORDER)
+
+
+def strategy_order(strategies: set[str]) -> list[str]:
+    """``strategies`` in the ablation's row order (see the module docstring); none is left out; raises nothing."""
+    registered = sorted(STRATEGIES, key=_paper_rank)  # a stable sort: the registry's order after the paper's
+    return [s for s in registered if s in strategies] + sorted(strategies - set(STRATEGIES))
 
 
 def _text(cell: tuple[float, float, int] | None, scale: float) -> str:

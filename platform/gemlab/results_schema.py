@@ -1,0 +1,104 @@
+"""The results table's schema, in one place: its file name, its columns and their types, its metric names.
+
+Every run and every sweep writes one long-form ``results.parquet`` -- one
+row per run x domain x metric x step, the config's key fields as columns --
+and ``gemlab report`` reads any number of them back as one frame. The
+writer (:mod:`gemlab.engine.outputs`), the sweep's table
+(:mod:`gemlab.tune.results`), the reader (:mod:`gemlab.report.results`) and
+the benchmarks all take the names from here, so that the two sides cannot
+drift apart. Importing this module loads neither torch nor Ray, and pyarrow
+only when a table is built.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+RESULTS_FILE = "results.parquet"
+ALL_DOMAINS = "all"  # the domain column of run-level metrics (mean accuracy, training losses, speed)
+
+# Metrics of each domain, and (under ALL_DOMAINS) their mean over domains.
+ACCURACY, LOSS = "accuracy", "loss"
+# Per-expert families, one metric per expert j: ``expert_load/<j>`` is the share of a domain's tokens routed
+# to expert j, ``cross_expert/<j>`` a domain's accuracy when every token is sent to expert j.
+EXPERT_LOAD, CROSS_EXPERT = "expert_load", "cross_expert"
+EXPERT_METRIC = re.compile(rf"(?P<family>{EXPERT_LOAD}|{CROSS_EXPERT})/(?P<expert>\d+)")
+# Run-level metrics under ALL_DOMAINS: each training statistic as ``train/<key>``, and the speed of training.
+TRAIN_PREFIX = "train/"
+SAMPLES_PER_S, CPU_MS_PER_SAMPLE, ALLREDUCE_BYTES_PER_STEP = (
+    "samples_per_s",
+    "cpu_ms_per_sample",
+    "allreduce_bytes_per_step",
+)
+
+# A sweep's table adds these columns to its trials' rows: the sweep, the trial, and one per swept key.
+SWEEP_COLUMN, TRIAL_COLUMN, PARAM_PREFIX = "sweep", "trial", "param:"
+
+ColumnKind = Literal["text", "integer", "number"]
+_ARROW_TYPES = {"text": "string", "integer": "int64", "number": "float64"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, its kind, and what a reader of results accepts in it.
+
+    ``missing_allowed``: a reader accepts null (None, NaN) there. ``read``: ``gemlab report`` reads the
+    column, so it refuses a table without it and checks its values; the others are written for people.
+    """
+
+    name: str
+    kind: ColumnKind
+    missing_allowed: bool
+    read: bool = True
+
+    @property
+    def whole(self) -> bool:
+        """Whether the column holds whole numbers only (steps, seeds, counts)."""
+        return self.kind == "integer"
+
+
+# Every run's columns, in the order they are written.
+COLUMNS: tuple[Column, ...] = (
+    Column("run", "text", missing_allowed=False),
+    Column("tag", "text", missing_allowed=False, read=False),
+    Column("router", "text", missing_allowed=False),
+    Column("strategy", "text", missing_allowed=True),  # the planner's strategy, for routers that follow a plan
+    Column("precision", "integer", missing_allowed=True),  # GEM's rounding precision, for its own strategy
+    Column("num_experts", "integer", missing_allowed=True),
+    Column("seed", "integer", missing_allowed=False),
+    Column("domain", "text", missing_allowed=False),
+    Column("metric", "text", missing_allowed=False),
+    Column("step", "integer", missing_allowed=False),
+    Column("value", "number", missing_allowed=True),
+)
+
+
+def param_column(key: str) -> str:
+    """A sweep's column of one swept key (``param:trainer.lr``); raises nothing."""
+    return f"{PARAM_PREFIX}{key}"
+
+
+# A sweep over ``seed`` holds each trial's seed here too; a reader takes it as the run's seed.
+SWEPT_SEED = Column(param_column("seed"), "integer", missing_allowed=True)
+
+
+def expert_metric(family: str, expert: int) -> str:
+    """The metric of ``family`` (EXPERT_LOAD or CROSS_EXPERT) for one expert: ``expert_load/3``; raises nothing."""
+    return f"{family}/{expert}"
+
+
+def train_metric(key: str) -> str:
+    """The metric of one training statistic (``train/loss``, ``train/aux/balance``); raises nothing."""
+    return f"{TRAIN_PREFIX}{key}"
+
+
+def arrow_schema() -> pa.Schema:
+    """The Arrow schema of a run's table (every column nullable, as Arrow's default); raises nothing."""
+    import pyarrow as pa
+
+    return pa.schema([(column.name, getattr(pa, _ARROW_TYPES[column.kind])()) for column in COLUMNS])
