@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gemlab.engine.launch import ensure_ray
+    from gemlab.engine.api import ensure_ray
     from gemlab.plan.planner import make_plan
     from gemlab.plan.problem import AssignmentProblem
     from gemlab.plan.synthetic import random_affinity

@@ -2,10 +2,10 @@
 
 ``sweep=bench`` runs ``--trials`` trials of the tiny experiment one at a time
 (FIFO, one trial at once), each long enough (``--steps``) to take 30 s or
-more. The same trials then run one after another through ``run_training``,
-the path ``gemlab train`` takes. Sweep and loop alternate over
-``--repeats``, each in a fresh folder; the table gives medians of wall time
-and the overhead per trial, ``(sweep - loop) / trials``.
+more. The same trials then run one after another through the engine's
+``train`` (``run_training``), the path ``gemlab train`` takes. Sweep and
+loop alternate over ``--repeats``, each in a fresh folder; the table gives
+medians of wall time and the overhead per trial, ``(sweep - loop) / trials``.
 """
 
 from __future__ import annotations
@@ -29,25 +29,22 @@ def _overrides(args: argparse.Namespace, storage: str) -> list[str]:
 
 
 def _sweep(args: argparse.Namespace, storage: str) -> float:
-    from gemlab.engine.config import DEFAULT_CONFIG_DIR, compose_config
+    from gemlab.engine.api import DEFAULT_CONFIG_DIR, compose_config, portable_overrides
     from gemlab.storage import Location
-    from gemlab.tune.command import absolute_paths
     from gemlab.tune.sweep import SweepSpec, make_tuner, sweep_name
 
     started = time.perf_counter()
     cfg = compose_config(_overrides(args, storage))
     spec = SweepSpec.from_config(cfg)
     spec = replace(spec, space={key: values[: args.trials] for key, values in spec.space.items()})
-    base = absolute_paths(_overrides(args, storage), cfg)
+    base = portable_overrides(_overrides(args, storage), cfg)
     sweep_dir = Location.parse(storage) / "sweeps" / sweep_name(cfg, spec)
     make_tuner(cfg, spec, base, sweep_dir, str(DEFAULT_CONFIG_DIR)).fit()
     return time.perf_counter() - started
 
 
 def _loop(args: argparse.Namespace, storage: str) -> tuple[float, list[float]]:
-    from gemlab.engine.config import compose_config
-    from gemlab.engine.launch import run_training
-    from gemlab.engine.prepare import prepare
+    from gemlab.engine.api import compose_config, prepare, train
     from gemlab.tune.space import override
 
     started, each = time.perf_counter(), []
@@ -55,19 +52,16 @@ def _loop(args: argparse.Namespace, storage: str) -> tuple[float, list[float]]:
     for index, lr in enumerate(cfg.sweep.space["trainer.lr"][: args.trials]):
         trial_started = time.perf_counter()
         overrides = [*_overrides(args, storage), override("trainer.lr", lr), f"name=loop-{index:03d}"]
-        run_training(prepare(compose_config(overrides)), lambda event: None)
+        train(prepare(compose_config(overrides)), lambda event: None)
         each.append(time.perf_counter() - trial_started)
     return time.perf_counter() - started, each
 
 
 def run(args: argparse.Namespace) -> int:
-    from gemlab.engine.config import compose_config
-    from gemlab.engine.data import build_mixture
-    from gemlab.engine.launch import ensure_ray
+    from gemlab.engine.api import compose_config, ensure_ray, generate_data
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    cfg = compose_config(["sweep=bench"])
-    build_mixture(cfg.data, cfg.seed, generate=True)
+    generate_data(compose_config(["sweep=bench"]))
     ensure_ray(None, verbose=False)
     sweeps, loops, trial_seconds = [], [], []
     for repeat in range(args.repeats):

@@ -28,9 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _one_run(router: str, repeat: int, storage: str, args: argparse.Namespace) -> dict[str, float]:
-    from gemlab.engine.config import compose_config
-    from gemlab.engine.launch import run_training
-    from gemlab.engine.prepare import prepare
+    from gemlab.engine.api import compose_config, prepare, train
 
     started = time.perf_counter()
     overrides = [
@@ -47,7 +45,7 @@ def _one_run(router: str, repeat: int, storage: str, args: argparse.Namespace) -
         overrides.append(f"router.capacity_factor={float(compose_config(overrides).moe.num_experts)}")
     prepared = prepare(compose_config(overrides))
     prepare_seconds = time.perf_counter() - started
-    result = run_training(prepared, lambda event: None)
+    result = train(prepared, lambda event: None)
     steady = result.history[1:] or result.history
     return {
         "samples_per_s": statistics.median(r["samples_per_s"] for r in steady),
@@ -58,7 +56,7 @@ def _one_run(router: str, repeat: int, storage: str, args: argparse.Namespace) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from gemlab.engine.launch import ensure_ray
+    from gemlab.engine.api import ensure_ray
 
     started = time.perf_counter()
     ensure_ray(None, verbose=False)

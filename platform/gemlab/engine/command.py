@@ -48,8 +48,9 @@ def _train_or_read(prepared, address: str | None, verbose: bool):
 
     Raises NoUsableCheckpoint when the run has checkpoints and none verifies.
     """
+    from gemlab.engine.api import ensure_ray, train
     from gemlab.engine.checkpoint import read_history
-    from gemlab.engine.launch import RunResult, ensure_ray, run_training
+    from gemlab.engine.launch import RunResult
     from gemlab.engine.outputs import TensorBoardLog, progress_line
     from gemlab.engine.resume import find_resume_point
 
@@ -78,17 +79,15 @@ def _train_or_read(prepared, address: str | None, verbose: bool):
 
     ensure_ray(address, verbose)  # once per process, and only when something trains
     try:
-        return run_training(prepared, show)
+        return train(prepared, show)
     finally:
         log.close()
 
 
 def run(args: argparse.Namespace) -> int:
-    from gemlab.engine.config import compose_config
-    from gemlab.engine.cross_expert import with_cross_expert
+    from gemlab.engine.api import compose_config, prepare, write_run_results
     from gemlab.engine.launch import RunFailed, RunStopped
-    from gemlab.engine.outputs import TENSORBOARD_DIR, comparison_table, write_results
-    from gemlab.engine.prepare import prepare
+    from gemlab.engine.outputs import TENSORBOARD_DIR, comparison_table
 
     cfg = compose_config(args.overrides, args.config_dir)
     configs = [cfg] + [
@@ -117,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
         print(comparison_table(finished))
     print()
     for r in results:
-        history = with_cross_expert(r.prepared.cfg, r.prepared.run_dir, r.history)
-        path = write_results(r.prepared.run_dir, r.prepared.cfg, r.prepared.name, history)
+        path = write_run_results(r.prepared, r.history)
         took = f"{r.seconds:.0f} s  " if r.seconds else ""
         print(f"[{r.prepared.cfg.router.name}] {took}results {path}  tensorboard {path.parent / TENSORBOARD_DIR}")
     return 0

@@ -69,16 +69,6 @@ def trial_status(tune_status: str | None, reported_step: int, max_steps: int) ->
     return "finished" if reported_step >= max_steps else f"stopped at {reported_step}"
 
 
-def absolute_paths(overrides: list[str], cfg) -> list[str]:
-    """The command's overrides plus absolute data and backbone paths: trials run in other directories."""
-    from gemlab.engine.data import resolve
-
-    extra = [f"data.path={resolve(cfg.data.path)}"]
-    if cfg.affinity.backbone != "init":
-        extra.append(f"affinity.backbone={resolve(cfg.affinity.backbone)}")
-    return [*overrides, *extra]
-
-
 def leaderboard(rows: list[dict[str, Any]], metric: str, mode: str) -> str:
     """Trials ranked by their last evaluation's ``metric``, as Markdown."""
     ranked = sorted(rows, key=lambda r: r["value"], reverse=mode == "max")
@@ -91,10 +81,14 @@ def leaderboard(rows: list[dict[str, Any]], metric: str, mode: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gemlab.engine.config import DEFAULT_CONFIG_DIR, compose_config
-    from gemlab.engine.data import build_mixture
-    from gemlab.engine.launch import ensure_ray
-    from gemlab.engine.prepare import checked_storage
+    from gemlab.engine.api import (
+        DEFAULT_CONFIG_DIR,
+        checked_storage,
+        compose_config,
+        ensure_ray,
+        generate_data,
+        portable_overrides,
+    )
     from gemlab.tune.results import collect_results
     from gemlab.tune.sweep import SweepSpec, check_trials, make_tuner, sweep_name
 
@@ -102,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = compose_config(args.overrides, config_dir)
     spec = SweepSpec.from_config(cfg)
     sweep_dir = checked_storage(cfg) / "sweeps" / sweep_name(cfg, spec)  # the destination first, in seconds
-    base = absolute_paths(list(args.overrides), cfg)
+    base = portable_overrides(list(args.overrides), cfg)
     check_trials(spec, base, config_dir)
-    build_mixture(compose_config(base, config_dir).data, cfg.seed, generate=True)  # data made once, here
+    generate_data(compose_config(base, config_dir))  # data made once, here
     trials = spec.trials()
     print(f"sweep {sweep_dir.name}: {len(trials)} trials ({spec.search}), {spec.metric} ({spec.mode}), "
           f"scheduler {spec.scheduler['name']}, up to {spec.max_concurrent_trials} at once")  # fmt: skip

@@ -23,7 +23,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gemlab.engine.config import ConfigError, as_plain, identity
+from gemlab.engine.api import ConfigError, as_plain, compose_config, identity
+from gemlab.results_schema import ACCURACY
 from gemlab.storage import Location
 from gemlab.tune.space import SpaceError, expand, override
 
@@ -53,7 +54,7 @@ class SweepSpec:
             num_samples=int(block.get("num_samples", 1)),
             seed=int(block.get("seed", 0)),
             space=dict(block.get("space") or {}),
-            metric=block.get("metric", "accuracy"),
+            metric=block.get("metric", ACCURACY),
             mode=block.get("mode", "max"),
             scheduler=scheduler,
             max_concurrent_trials=int(block.get("max_concurrent_trials", 1)),
@@ -80,9 +81,10 @@ def trial_overrides(base: list[str], params: dict[str, Any]) -> list[str]:
 
 
 def check_trials(spec: SweepSpec, base: list[str], config_dir: str | None) -> None:
-    """Compose every trial's config on the driver, so a bad key or value fails before Tune starts."""
-    from gemlab.engine.config import compose_config
+    """Compose every trial's config on the driver, so a bad key or value fails before Tune starts.
 
+    Raises ConfigError naming the trial, its values and the key.
+    """
     for index, params in enumerate(spec.trials()):
         try:
             compose_config(trial_overrides(base, params), config_dir)
@@ -104,9 +106,7 @@ def run_trial(config: dict[str, Any]) -> None:
     """Tune's function trainable: compose, prepare (plan from the cache) and fit one run."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from gemlab.engine.config import compose_config
-    from gemlab.engine.launch import make_trainer
-    from gemlab.engine.prepare import prepare
+    from gemlab.engine.api import fit, prepare
 
     trial = config["trial"]
     overrides = [
@@ -116,7 +116,7 @@ def run_trial(config: dict[str, Any]) -> None:
     ]
     plans = Location.parse(config["plans_dir"])
     prepared = prepare(compose_config(overrides, config["config_dir"]), plan_cache=plans)
-    make_trainer(prepared, callbacks=[TuneReportCallback()]).fit()
+    fit(prepared, callbacks=[TuneReportCallback()])
 
 
 def evaluations_per_run(cfg: DictConfig) -> int:
