@@ -126,6 +126,7 @@ def test_new_names_avoid_every_taken_one_and_keep_step_order():
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_meta_lists_the_files_of_every_rank(saved_run, tmp_path):
     """Rank 0 writes the records that all ranks gathered: here two ranks' shards written in turn."""
     run, _ = saved_run
@@ -166,6 +167,7 @@ def test_a_shard_that_will_not_load_is_named_not_an_eof_error(run_dir, saved_run
         read_checkpoint(folder, worker.model, None, META)
 
 
+@pytest.mark.slow
 def test_gemlab_train_refuses_a_run_whose_checkpoints_are_all_damaged(digits_dir, tmp_path, capsys):
     overrides = ["experiment=tiny", f"data.path={digits_dir}", f"storage_path={tmp_path}"]
     run = prepare(compose_config(overrides))

@@ -116,6 +116,7 @@ def test_digits_domains_are_real_digits_in_every_split(digits):
         assert np.corrcoef(small.ravel(), originals.images[index].ravel())[0, 1] > 0.9
 
 
+@pytest.mark.slow
 def test_digits_generation_is_deterministic(tmp_path, digits):
     again = tmp_path / "again"
     generate_digits(again, seed=0, image_size=16)

@@ -62,6 +62,7 @@ def _reference_grads(cfg: dict, plan, table, world: int) -> dict[str, torch.Tens
     return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("num_experts", "world"), [(2, 2), (3, 2), (2, 4)])
 def test_expert_parallel_gradients_equal_the_single_process_mixture_gradients(digits_dir, tmp_path, num_experts, world):
     overrides = ["experiment=tiny", f"data.path={digits_dir}", f"storage_path={tmp_path}", "data.shots=null"]

@@ -73,6 +73,7 @@ def test_a_backbone_file_of_another_model_is_refused(digits_dir, tmp_path):
         tiny(digits_dir, tmp_path, f"affinity.backbone={unrelated}")
 
 
+@pytest.mark.slow
 def test_a_trained_stem_can_be_the_affinity_backbone(digits_dir, tmp_path):
     run = tiny(digits_dir, tmp_path)
     worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)

@@ -41,6 +41,7 @@ def test_data_parallel_role_replicates_everything():
     assert roles[0].eval_domains + roles[1].eval_domains == (0, 2, 4, 1, 3)
 
 
+@pytest.mark.slow
 def test_an_expert_parallel_worker_builds_only_its_experts(digits_dir, tmp_path):
     run = tiny(digits_dir, tmp_path, "moe.num_experts=2")
     workers = [Worker(as_plain(run.cfg), run.plan, run.table, r, 2) for r in range(2)]
@@ -67,6 +68,7 @@ ROUTERS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("router", "extra"), ROUTERS)
 def test_every_router_trains_and_evaluates_in_one_loop(digits_dir, tmp_path, router, extra):
     run = tiny(digits_dir, tmp_path, f"router={router}", *extra)
@@ -82,6 +84,7 @@ def test_every_router_trains_and_evaluates_in_one_loop(digits_dir, tmp_path, rou
         assert 0 <= result["accuracy"] <= 1 and math.isclose(sum(result["expert_load"]), 1.0)
 
 
+@pytest.mark.slow
 def test_dqroute_class_weights_follow_the_run_and_are_checkpointed(digits_dir, tmp_path):
     extra = ["router=confidence", "moe.num_experts=3", "router.medium_threshold=60", "router.tail_threshold=5"]
     run = tiny(digits_dir, tmp_path, *extra, "router.gamma=2.0")
@@ -95,6 +98,7 @@ def test_dqroute_class_weights_follow_the_run_and_are_checkpointed(digits_dir, t
     assert "difficulty.accuracy" in worker.model.state_dict()  # so a restored run keeps them
 
 
+@pytest.mark.slow
 def test_gem_sends_each_domain_to_its_planned_expert_only(digits_dir, tmp_path):
     run = tiny(digits_dir, tmp_path, "moe.num_experts=3")
     results = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1).evaluate()
@@ -102,6 +106,7 @@ def test_gem_sends_each_domain_to_its_planned_expert_only(digits_dir, tmp_path):
         assert result["expert_load"] == [1.0 if j == run.table[domain] else 0.0 for j in range(3)]
 
 
+@pytest.mark.slow
 def test_moge_trains_with_every_auxiliary_term_on_the_digit_sites(digits_dir, tmp_path):
     run = tiny(digits_dir, tmp_path, "router=metadata", "router.cka_weight=0.05", "router.supcon_weight=0.1")
     worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
@@ -130,6 +135,7 @@ def _train_and_save(run, world: int, folder: Path, steps: int = 2) -> list[Worke
     return workers
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_two_workers_restores_on_one(digits_dir, tmp_path):
     run = tiny(digits_dir, tmp_path, "moe.num_experts=2")
     folder = tmp_path / "checkpoint"
@@ -154,6 +160,7 @@ def test_a_checkpoint_from_two_workers_restores_on_one(digits_dir, tmp_path):
     assert len(moments) == len(list(restored.model.parameters())) and any(m.abs().sum() > 0 for m in moments)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_plan_or_expert_count_is_refused(digits_dir, tmp_path):
     run = tiny(digits_dir, tmp_path)
     folder = tmp_path / "checkpoint"
@@ -170,6 +177,7 @@ def test_a_checkpoint_of_another_plan_or_expert_count_is_refused(digits_dir, tmp
     assert json.loads((folder / "meta.json").read_text())["step"] == 1
 
 
+@pytest.mark.slow
 def test_expert_parallel_sync_reduces_only_shared_and_replicated_expert_tensors(digits_dir, tmp_path):
     run = tiny(digits_dir, tmp_path, "moe.num_experts=2")
     worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 2)

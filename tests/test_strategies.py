@@ -123,6 +123,7 @@ def test_gem_equals_mip_in_count_mode(seed):
     assert (gem.placed_round == 1).all()
 
 
+@pytest.mark.slow
 def test_gem_load_quality_against_mip():
     """100x16 heavy-tailed loads: gem stays within 1% of the proven optimum and never overloads."""
     for slack in (1.1, 1.25):

@@ -63,6 +63,7 @@ def test_overrides_keep_types():
     assert compose_config([override("trainer.lr", 3e-06)]).trainer.lr == 3e-06
 
 
+@pytest.mark.slow
 def test_every_shipped_sweep_composes_and_expands():
     names = sorted(p.stem for p in (DEFAULT_CONFIG_DIR / "sweep").glob("*.yaml"))
     assert {"smoke", "lambda_topk", "strategies", "routers", "domainbed_random"} <= set(names)
