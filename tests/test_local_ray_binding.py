@@ -26,7 +26,9 @@ for process in processes:
                 sockets[f"{process.name()}:{c.laddr.port}"] = c.laddr.ip
     except psutil.NoSuchProcess:
         pass
-print(json.dumps({"node": ray.util.get_node_ip_address(), "sockets": sockets}))
+import os
+left = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" in os.environ
+print(json.dumps({"node": ray.util.get_node_ip_address(), "sockets": sockets, "switch_left": left}))
 ray.shutdown()
 """
 
@@ -42,3 +44,4 @@ def test_the_embedded_ray_binds_every_server_to_127_0_0_1():
     exposed = {key: ip for key, ip in seen["sockets"].items() if ip not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")}
     assert not exposed, f"listening beyond the loopback interface: {exposed}"
     assert "listens on" not in done.stderr  # ensure_ray's warning when the switch came too late
+    assert seen["switch_left"] is False  # a `ray start` this process runs later must not inherit single-machine mode

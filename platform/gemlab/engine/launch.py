@@ -23,7 +23,8 @@ import queue as queue_errors
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,30 +55,43 @@ class RunResult:
     first_step_seconds: float | None = None  # from launch (plan put, Ray up) to the end of the first step
 
 
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` inside the block (a variable already set is kept); as before afterwards."""
+    added = {key: value for key, value in values.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 def ensure_ray(address: str | None, verbose: bool) -> None:
     """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray bound to 127.0.0.1; reuse one initialised.
 
     Call it before anything imports ``ray`` in this process: the loopback switch is read at that import. If
-    it came too late, the local Ray listens on every interface, and a warning says so.
+    it came too late, the local Ray listens on every interface, and a warning says so. The switch is set
+    only while Ray is imported and started (its own processes inherit it), not for what this process
+    starts later: a ``ray start`` of a worker node refuses to run under it.
     """
     local = address is None and "RAY_ADDRESS" not in os.environ
     if local:
-        for key, value in LOOPBACK_ENV.items():
-            os.environ.setdefault(key, value)
         # a Ray started here serves this process alone: a stray ~/.ray/auth_token must not switch on token auth
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
+    with _environment(LOOPBACK_ENV if local else {}):
+        import ray
 
-    if ray.is_initialized():
-        return
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
-    ray.init(
-        address=address,
-        log_to_driver=verbose,
-        logging_level=logging.INFO if verbose else logging.WARNING,
-        runtime_env={"env_vars": QUIET_ENV},
-    )
+        if ray.is_initialized():
+            return
+        for key, value in QUIET_ENV.items():
+            os.environ.setdefault(key, value)
+        ray.init(
+            address=address,
+            log_to_driver=verbose,
+            logging_level=logging.INFO if verbose else logging.WARNING,
+            runtime_env={"env_vars": QUIET_ENV},
+        )
     node = ray.util.get_node_ip_address()
     if local and node not in ("127.0.0.1", "::1"):
         print(f"gemlab: warning: the local Ray listens on {node}, not only on 127.0.0.1", file=sys.stderr)
