@@ -46,7 +46,7 @@ def test_more_experts_than_domains_anchor_on_samples(digits_dir, tmp_path):
         (["plan.strategy=clairvoyant"], "clairvoyant"),
         (["plan.capacity=1"], "capacity"),
         (["router=topk", "router.k=5"], "k must be"),
-        (["router=class_gem"], "plan.level=class"),
+        (["router=class_gem", "plan.level=domain"], "plan.level=class"),  # its file sets class; domain is refused
         (["affinity.backbone=/nonexistent/weights.pt"], "/nonexistent/weights.pt"),
     ],
 )

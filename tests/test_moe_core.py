@@ -8,12 +8,14 @@ import torch
 from torch.nn import functional as F
 
 from gemlab.moe.experts import Experts
-from gemlab.moe.factory import build_router
 from gemlab.moe.layer import MoELayer
 from gemlab.moe.losses import balance_loss, z_loss
+from gemlab.moe.registry import build_router
 from gemlab.moe.routers.gem import GEMRouter
 from gemlab.moe.routers.sinkhorn import sinkhorn
 from gemlab.moe.routers.topk import TopKRouter, drop_over_capacity
+from gemlab.moe.routing import RoutingContext
+from gemlab.moe.spec import RunFacts
 from gemlab.plan.planner import make_plan
 from gemlab.plan.problem import AssignmentProblem
 
@@ -22,7 +24,8 @@ DIM, HIDDEN, E = 16, 32, 4
 
 def _layer(name, **options):
     torch.manual_seed(0)
-    return MoELayer(router=build_router(name, dim=DIM, num_experts=E, **options), experts=Experts(E, DIM, HIDDEN))
+    router = build_router(name, DIM, RunFacts(num_experts=E), **options)
+    return MoELayer(router=router, experts=Experts(E, DIM, HIDDEN))
 
 
 def _ffn(experts, e, x):
@@ -58,14 +61,28 @@ def test_gem_mixed_batch_groups_samples_and_leaves_other_experts_without_gradien
 
 def test_gem_router_from_a_plan_and_its_errors():
     plan = make_plan(AssignmentProblem.count(np.eye(3, 4) + 0.1, 1), "gem")
-    router = build_router("gem", dim=DIM, num_experts=4, plan=plan)
+    router = build_router("gem", DIM, RunFacts(num_experts=4, plan=plan))
     assert router.table.tolist() == plan.assignment.tolist()
     with pytest.raises(ValueError, match="the plan has 4 experts, the layer 8"):
-        build_router("gem", dim=DIM, num_experts=8, plan=plan)
+        build_router("gem", DIM, RunFacts(num_experts=8, plan=plan))
     with pytest.raises(ValueError, match="needs `domain` ids"):
         MoELayer(router=router, experts=Experts(4, DIM, HIDDEN))(torch.randn(2, DIM))
     with pytest.raises(ValueError, match=r"domain ids must be in 0..2"):
         MoELayer(router=router, experts=Experts(4, DIM, HIDDEN))(torch.randn(2, DIM), domain=torch.tensor([0, 5]))
+
+
+def test_gem_forced_to_one_expert_restores_its_table_even_when_the_block_raises():
+    router = GEMRouter([2, 0, 1], E)
+    with router.forced(3):
+        assert router.table.tolist() == [3, 3, 3]
+    assert router.table.tolist() == [2, 0, 1]
+    with pytest.raises(KeyError), router.forced(1):
+        routing = router(torch.randn(2, DIM), RoutingContext((2, 1), domain=torch.tensor([0, 2])))
+        assert routing.counts.tolist() == [0, 2, 0, 0]
+        raise KeyError("evaluation failed")
+    assert router.table.tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match="cannot force expert 4"), router.forced(4):
+        pass
 
 
 # --------------------------------------------------------------------------------------------- topk
@@ -198,7 +215,7 @@ def test_shapes_gradients_and_determinism(name, shape):
 )
 def test_bad_router_configs(name, options, message):
     with pytest.raises(ValueError) as error:
-        build_router(name, dim=DIM, num_experts=E, **options)
+        build_router(name, DIM, RunFacts(num_experts=E), **options)
     assert message in str(error.value)
 
 

@@ -20,7 +20,7 @@ def _moge(**options):
     router = MetadataRouter(DIM, 4, k=2, **options)
     experts = Experts(4, DIM, 16)
     shared = torch.nn.Sequential(torch.nn.Linear(DIM, DIM), torch.nn.GELU())
-    return router, MoELayer(router=router.attach(experts), experts=experts, shared_expert=shared)
+    return router, MoELayer(router=router, experts=experts, shared_expert=shared)
 
 
 def test_metadata_routing_depends_only_on_the_metadata():
@@ -137,6 +137,15 @@ def test_difficulty_weights_favour_hard_classes():
     assert rare[1] > rare[0]
     with pytest.raises(ValueError, match="momentum"):
         DifficultyWeights([1], momentum=1.0)
+
+
+def test_difficulty_weights_as_a_loss_weigh_the_batch_then_learn_from_it():
+    criterion = DifficultyWeights([10, 10, 10], gamma=2.0, momentum=0.5)
+    logits, labels = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0]]), torch.tensor([0, 1, 2])
+    expected = F.cross_entropy(logits, labels, weight=criterion.weights())  # the weights before this batch
+    torch.testing.assert_close(criterion(logits, labels), expected)
+    assert criterion.accuracy.tolist() == pytest.approx([0.5, 0.5, 0.0])  # then the batch is folded in
+    assert {"quantity", "accuracy", "entropy"} <= set(criterion.state_dict())  # checkpointed with its model
 
 
 def test_star_gives_two_task_embeddings_and_canonical_correlation_behaves():

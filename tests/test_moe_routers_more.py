@@ -8,7 +8,6 @@ import torch
 from torch.nn import functional as F
 
 from gemlab.moe.experts import Experts
-from gemlab.moe.factory import build_router
 from gemlab.moe.layer import MoELayer
 from gemlab.moe.losses import (
     cka,
@@ -18,10 +17,12 @@ from gemlab.moe.losses import (
     ood_bce_loss,
     supervised_contrastive_loss,
 )
+from gemlab.moe.registry import ROUTERS, build_router
 from gemlab.moe.routers.damex import DAMEXRouter
-from gemlab.moe.routers.random_router import RandomRouter, random_table
+from gemlab.moe.routers.random_router import random_table
 from gemlab.moe.routers.relu import ReLURouter
 from gemlab.moe.routing import RoutingContext
+from gemlab.moe.spec import RunFacts
 
 DIM = 12
 
@@ -95,26 +96,28 @@ def test_random_router_is_seeded_and_respects_capacity():
     assert table == random_table(12, 8, 2, seed=4)
     assert table != random_table(12, 8, 2, seed=5)
     assert max(np.bincount(table)) <= 2 and len(table) == 12
-    router = RandomRouter(DIM, 8, num_domains=12, capacity=2, seed=4)
-    assert router.table.tolist() == table
+    facts = RunFacts(num_experts=8, num_domains=12, capacity=2, seed=4)
+    assert build_router("random", DIM, facts).table.tolist() == table == ROUTERS["random"].domain_table(facts)
     with pytest.raises(ValueError, match="cannot hold 12 domains"):
         random_table(12, 4, 2, seed=0)
+    with pytest.raises(ValueError, match="needs a capacity"):
+        build_router("random", DIM, RunFacts(num_experts=8, num_domains=12))
 
 
 # --------------------------------------------------------------------------------------- every one
 @pytest.mark.parametrize(
     ("name", "options"),
-    [("relu", {"k": 2}), ("random", {"num_domains": 3, "capacity": 1}), ("damex", {})],
+    [("relu", {"k": 2}), ("random", {}), ("damex", {})],
 )
 @pytest.mark.parametrize("shape", [(3, 5, DIM), (3, DIM)])
 def test_shapes_and_gradients(name, options, shape):
     torch.manual_seed(0)
 
-    class Plan:  # the two fields build_router reads from a plan
+    class Plan:  # the two fields a router reads from a plan
         num_experts = 4
         assignment = np.array([1, 0, 3])
 
-    router = build_router(name, dim=DIM, num_experts=4, plan=Plan(), **options)
+    router = build_router(name, DIM, RunFacts(num_experts=4, num_domains=3, capacity=1, plan=Plan()), **options)
     layer = MoELayer(router=router, experts=Experts(4, DIM, 16))
     x = torch.randn(*shape, requires_grad=True)
     y, routing = layer(x, domain=torch.tensor([0, 1, 2]))
@@ -253,39 +256,3 @@ def test_subset_coral_applies_only_to_domains_sharing_an_expert():
     shared = torch.tensor([0, 0, 1])
     expected = coral_loss(features[:4], features[4:8])
     torch.testing.assert_close(subset_coral_penalty(features, domains, shared), expected)
-
-
-@pytest.mark.parametrize(
-    ("name", "options"),
-    [
-        ("topk", {"k": 2}),
-        ("soft", {}),
-        ("sinkhorn", {}),
-        ("relu", {"k": 2}),
-        ("moepp", {}),
-        ("random", {"num_domains": 3, "capacity": 1}),
-        ("damex", {}),
-        ("metadata", {"k": 2}),
-        ("confidence", {"groups": [[0, 1, 2], [1, 2], [2], [0]], "num_classes": 3}),
-        ("gem", {}),
-        ("class_gem", {}),
-    ],
-)
-def test_every_router_is_deterministic_under_a_seed(name, options):
-    class Plan:
-        num_experts = 4
-        assignment = np.array([1, 0, 3])
-
-    def run():
-        torch.manual_seed(7)
-        router = build_router(name, dim=DIM, num_experts=4, plan=Plan(), **options)
-        layer = MoELayer(router=router, experts=Experts(4, DIM, 16)).eval()
-        x = torch.randn(3, 5, DIM)
-        side = {
-            "domain": torch.tensor([0, 1, 2]),
-            "labels": torch.tensor([0, 2, 1]),
-            "metadata": torch.tensor([[10.0, 20.0], [30.0, -40.0], [0.0, 0.0]]),
-        }
-        return layer(x, **side)[0]
-
-    torch.testing.assert_close(run(), run(), rtol=0, atol=0)

@@ -1,9 +1,12 @@
-"""The run's model, with its router filled in from the run (plan, domains, classes).
+"""The run's model: the configured model and router, built from what the run determines.
 
-Router configs in ``experiments/router/`` hold only the knobs a user tunes;
-what the run already knows -- the plan's table, the number of domains and
-their capacity (``random``), class groups from class counts
-(``confidence``) -- is added here, so a config never repeats the data.
+Router configs in ``experiments/router/`` hold only the knobs a user tunes,
+and model configs in ``experiments/model/`` only the model's sizes; what the
+run already knows -- the plan, the number of domains, the class counts, the
+metadata columns, the capacity and seed -- is gathered here once as
+:class:`RunFacts`, so a config never repeats the data. What differs between
+routers and models is read from their specs (:mod:`gemlab.moe.registry`,
+:mod:`gemlab.models.registry`), never from their names.
 """
 
 from __future__ import annotations
@@ -17,18 +20,28 @@ from torch import nn
 
 from gemlab.data.mixture import DomainMixture
 from gemlab.engine.config import ConfigError, default_capacity
-from gemlab.models.resnet import MoEResNet
-from gemlab.models.vit import MoEViT
-from gemlab.moe.factory import build_router
-from gemlab.moe.routers.confidence import DifficultyWeights, class_groups
-from gemlab.moe.routers.gem import GEMRouter
+from gemlab.models.common import ModelParts, ModelSpec
+from gemlab.models.registry import model_spec
+from gemlab.moe.registry import MoELayers, router_spec, stem_only_layers
+from gemlab.moe.spec import RouterSpec, RunFacts
 
-PLANNED_ROUTERS = ("gem", "class_gem", "damex")
-DIFFICULTY_KEYS = ("gamma", "alpha", "momentum")  # DQRoute's class weights, under router=confidence
+
+def configured_router(cfg: Mapping) -> RouterSpec:
+    """The spec of ``cfg.router``; raises ConfigError for an unknown router or a plan of the wrong level."""
+    name = cfg["router"]["name"]
+    try:
+        spec = router_spec(name)
+    except ValueError as error:
+        raise ConfigError(f"router.name: {error}") from None
+    level = cfg["plan"]["level"]
+    if spec.plan_level is not None and level != spec.plan_level:
+        raise ConfigError(f"router={name} needs a {spec.plan_level}-level plan: set plan.level={spec.plan_level}")
+    return spec
 
 
 def needs_plan(cfg: Mapping) -> bool:
-    return cfg["router"]["name"] in PLANNED_ROUTERS
+    """Whether the configured router follows a plan; raises ConfigError as :func:`configured_router`."""
+    return configured_router(cfg).plan_level is not None
 
 
 def class_counts(mixture: DomainMixture) -> list[int]:
@@ -40,51 +53,65 @@ def class_counts(mixture: DomainMixture) -> list[int]:
     return [counts[c] for c in range(len(mixture.labels.names))]
 
 
-def router_config(cfg: Mapping, mixture: DomainMixture) -> dict[str, Any]:
-    """The router options of ``cfg.router`` plus what the run determines; raises ConfigError when unusable."""
-    options = dict(cfg["router"])
-    name, num_experts = options["name"], cfg["moe"]["num_experts"]
-    if name == "random":
-        capacity = cfg["plan"]["capacity"] or default_capacity(len(mixture.domains), num_experts)
-        options.update(num_domains=len(mixture.domains), capacity=capacity, seed=cfg["seed"])
-    elif name == "confidence":
-        for key in DIFFICULTY_KEYS:  # the loss's class weights, not the router's
-            options.pop(key, None)
-        medium, tail = options.pop("medium_threshold"), options.pop("tail_threshold")
-        options.update(groups=class_groups(class_counts(mixture), medium, tail), num_classes=len(mixture.labels.names))
-    elif name == "metadata":
-        columns = {d.metadata_columns for d in mixture.domains}
-        if len(columns) != 1 or not next(iter(columns)):
-            found = {d.name: list(d.metadata_columns) for d in mixture.domains}
-            hint = " (digits generated before they carried lat/lon: delete data.path to regenerate)"
-            stale_digits = cfg["data"]["source"] == "digits" and not any(found.values())
-            raise ConfigError(
-                f"router=metadata: every domain needs the same metadata columns; found {found}"
-                + (hint if stale_digits else "")
-            )
-        options.setdefault("metadata_dim", len(next(iter(columns))))
-    level = "class" if name == "class_gem" else "domain"
-    if name in PLANNED_ROUTERS and cfg["plan"]["level"] != level:
-        raise ConfigError(f"router={name} needs a {level}-level plan: set plan.level={level}")
-    return options
+def run_facts(cfg: Mapping, mixture: DomainMixture, plan=None) -> RunFacts:
+    """What a router may be built from, as this run determines it."""
+    num_domains, num_experts = len(mixture.domains), cfg["moe"]["num_experts"]
+    return RunFacts(
+        num_experts=num_experts,
+        num_domains=num_domains,
+        class_counts=tuple(class_counts(mixture)),
+        metadata_columns={d.name: tuple(d.metadata_columns) for d in mixture.domains},
+        plan=plan,
+        capacity=cfg["plan"]["capacity"] or default_capacity(num_domains, num_experts),
+        seed=cfg["seed"],
+    )
 
 
 def routing_table(cfg: Mapping, mixture: DomainMixture, plan) -> tuple[int, ...] | None:
-    """The fixed domain -> expert table of a router that has one (gem, random), else None.
+    """The fixed domain -> expert table of an expert-parallel router (its spec has one), else None.
 
     Such a router sends every token of a domain to one expert, known before
     training: the condition for expert-parallel training without all-to-all.
+    Raises ConfigError when the table cannot be made (no plan, too little capacity).
     """
-    options = router_config(cfg, mixture)
-    name = options.pop("name")
-    dim = cfg["model"]["dim"]
+    spec = configured_router(cfg)
+    if not spec.expert_parallel:
+        return None
     try:
-        router = build_router(name, dim=dim, num_experts=cfg["moe"]["num_experts"], plan=plan, **options)
+        return tuple(spec.domain_table(run_facts(cfg, mixture, plan)))
+    except ValueError as error:
+        raise ConfigError(f"router={spec.name}: {error}") from None
+
+
+def configured_model(cfg: Mapping) -> tuple[ModelSpec, dict[str, Any]]:
+    """The spec of ``cfg.model`` and its options; raises ConfigError for an unknown model or a key it does not use.
+
+    A key the model does not read is refused by name rather than ignored: ``model.depth`` under
+    ``model=resnet`` would otherwise look like it configured something.
+    """
+    options = dict(cfg["model"])
+    name = options.pop("name")
+    try:
+        spec = model_spec(name)
+    except ValueError as error:
+        raise ConfigError(f"model.name: {error}") from None
+    unused = [key for key in options if key not in spec.options]
+    if unused:
+        raise ConfigError(
+            f"model.{unused[0]}: the {name} model does not use it (its keys: {', '.join(spec.options)}); "
+            f"choose a model with model=<name>, which sets exactly that model's keys"
+        )
+    return spec, options
+
+
+def _build(cfg: Mapping, mixture: DomainMixture, moe: MoELayers, criterion: nn.Module | None) -> nn.Module:
+    spec, options = configured_model(cfg)
+    parts = ModelParts(len(mixture.labels.names), cfg["data"]["image_size"], moe, criterion)
+    torch.manual_seed(cfg["seed"])
+    try:
+        return spec.build(parts, **options)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"router={name}: {error}") from None
-    if isinstance(router, GEMRouter) and router.key == "domain":
-        return tuple(router.table.tolist())
-    return None
+        raise ConfigError(f"model={spec.name}, router={cfg['router']['name']}: {error}") from None
 
 
 def build_model(
@@ -93,27 +120,23 @@ def build_model(
     """The configured classifier over the mixture's unified labels; ``local_experts`` = this worker's share.
 
     Seeded by ``cfg.seed``, so every worker builds the same shared weights and each expert the same weights
-    wherever it is placed. Raises ConfigError for router or model options the constructors reject.
+    wherever it is placed. The router's training loss, if it has one, is the model's ``criterion``.
+    Raises ConfigError for router or model options the constructors reject.
     """
-    model_cfg, router = dict(cfg["model"]), router_config(cfg, mixture)
-    name = model_cfg.pop("name")
-    common = {
-        "num_classes": len(mixture.labels.names),
-        "router": router,
-        "num_experts": cfg["moe"]["num_experts"],
-        "plan": plan,
-        "local_experts": local_experts,
-    }
-    torch.manual_seed(cfg["seed"])
+    router = configured_router(cfg)
+    facts = run_facts(cfg, mixture, plan)
+    moe = MoELayers(router, facts, router.router_options(cfg["router"]), local_experts)
     try:
-        if name == "vit":
-            model = MoEViT(image_size=cfg["data"]["image_size"], **model_cfg, **common)
-        else:
-            model = MoEResNet(hidden=model_cfg["dim"] * model_cfg["mlp_ratio"], **common)
-        if router["name"] == "confidence":
-            # DQRoute's per-class loss weights; a submodule, so its moving averages are checkpointed with the trunk
-            weights = {k: cfg["router"][k] for k in DIFFICULTY_KEYS if k in cfg["router"]}
-            model.difficulty = DifficultyWeights(class_counts(mixture), **weights)
-        return model
+        criterion = router.build_criterion(facts, cfg["router"])
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"model={name}, router={router['name']}: {error}") from None
+        raise ConfigError(f"router={router.name}: {error}") from None
+    return _build(cfg, mixture, moe, criterion)
+
+
+def build_stem(cfg: Mapping, mixture: DomainMixture) -> nn.Module:
+    """The configured model for its stem (``features``) alone: built before the plan, whatever the router.
+
+    The stem's weights are drawn first, so they equal those of :func:`build_model`'s model.
+    Raises ConfigError for model options the constructor rejects.
+    """
+    return _build(cfg, mixture, stem_only_layers(cfg["moe"]["num_experts"]), None)

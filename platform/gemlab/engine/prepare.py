@@ -21,7 +21,7 @@ from gemlab.data.errors import DataError
 from gemlab.data.mixture import DomainMixture
 from gemlab.engine.config import ConfigError, as_plain, default_capacity, identity, identity_digest, run_name
 from gemlab.engine.data import DomainTensors, build_mixture, resolve
-from gemlab.engine.model import build_model, needs_plan, routing_table
+from gemlab.engine.model import build_model, build_stem, needs_plan, routing_table
 from gemlab.errors import user_message
 from gemlab.plan.affinity import affinity_from_features
 from gemlab.plan.errors import PlanError
@@ -76,11 +76,11 @@ def task_features(cfg: DictConfig, mixture: DomainMixture) -> tuple[np.ndarray, 
     """Mean stem feature of each task (domain, or global class) on the calibration split, and every sample's.
 
     The stem is built before any MoE layer, so its initialisation -- and so
-    the plan -- does not depend on the router; a stand-in top-1 router keeps
-    the planned routers (which need this very plan) out of the loop.
+    the plan -- does not depend on the router; its MoE layers are stand-ins
+    that route nothing, so the planned routers (which need this very plan)
+    stay out of the loop.
     """
-    stand_in = {**as_plain(cfg), "router": {"name": "topk", "k": 1}}
-    model = build_model(stand_in, mixture).eval()
+    model = build_stem(as_plain(cfg), mixture).eval()
     if cfg.affinity.backbone != "init":
         _load_backbone(model, cfg.affinity.backbone)
     tensors, split = DomainTensors(mixture, cfg.data.image_size), cfg.data.calibration_split

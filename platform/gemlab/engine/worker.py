@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from gemlab.data.sampler import MixtureSampler
 from gemlab.engine.data import DomainTensors, build_mixture
@@ -66,11 +65,7 @@ class Worker:
         if self.sampler is not None:
             batch = self.tensors.batch(self.batch_pairs(step))
             out = self.model(batch["images"], **model_inputs(batch, with_labels=True))
-            difficulty = getattr(self.model, "difficulty", None)  # DQRoute's class weights, if the run has them
-            class_weights = None if difficulty is None else difficulty.weights()
-            task = F.cross_entropy(out.logits, batch["labels"], weight=class_weights)
-            if difficulty is not None:
-                difficulty.update(out.logits.detach(), batch["labels"])
+            task = self.model.criterion(out.logits, batch["labels"])  # cross-entropy, or the router's own loss
             ((task + out.aux_loss) * self.role.mass).backward()
             stats = {"loss": task.item(), **{f"aux/{k}": v.item() for k, v in out.aux_losses.items()}}
         self.sync()

@@ -1,18 +1,24 @@
-"""What every gemlab model returns, and how it builds its routers from a config."""
+"""What every gemlab model is given and returns, and what the model registry knows about one.
+
+A model is built from parts passed in by keyword: ``moe(dim, hidden)`` makes
+each of its MoE layers (the run's router, experts and shared expert: see
+:class:`gemlab.moe.registry.MoELayers`), and ``criterion`` is the loss it is
+trained with, held as a submodule so that a loss with state (DQRoute's
+moving averages) is checkpointed with the trunk. The model never sees the
+router's name.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
+from torch import nn
 
-from gemlab.moe.experts import ExpertFFN, Experts
-from gemlab.moe.factory import build_router
-from gemlab.moe.layer import MoELayer
-from gemlab.moe.routers.metadata import MetadataRouter
 from gemlab.moe.routing import Routing
+
+MakeMoELayer = Callable[[int, int], nn.Module]  # (dim, hidden) -> an MoE layer returning (y, routing)
 
 
 @dataclass
@@ -35,22 +41,29 @@ class ModelOutput:
         return cls(logits, aux, routings)
 
 
-def moe_layer(
-    router: Mapping[str, Any],
-    dim: int,
-    hidden: int,
-    num_experts: int,
-    plan=None,
-    local_experts: Sequence[int] | None = None,
-) -> MoELayer:
-    """An MoE layer from a router config ``{"name": "topk", "k": 2, ...}`` (and the plan, for gem).
+def training_criterion(criterion: nn.Module | None) -> nn.Module:
+    """``criterion``, or plain cross-entropy when the router asks for no loss of its own."""
+    return nn.CrossEntropyLoss() if criterion is None else criterion
 
-    ``local_experts`` builds only those experts (an expert-parallel worker's share); None builds all.
+
+@dataclass(frozen=True)
+class ModelParts:
+    """What the run gives every model: its classes, image size, MoE layers and training loss."""
+
+    num_classes: int
+    image_size: int
+    moe: MakeMoELayer
+    criterion: nn.Module | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model for the registry: ``build(parts, **options)``, where ``options`` are ``model.*`` keys.
+
+    ``options`` lists the keys it reads (its file ``experiments/model/<name>.yaml`` sets each one);
+    a config key outside it is refused rather than ignored.
     """
-    options = dict(router)
-    name = options.pop("name")
-    built = build_router(name, dim=dim, num_experts=num_experts, plan=plan, **options)
-    experts = Experts(num_experts, dim, hidden, local_experts)
-    if isinstance(built, MetadataRouter):  # MoGE: a shared expert beside the routed ones, CKA over the experts
-        return MoELayer(router=built.attach(experts), experts=experts, shared_expert=ExpertFFN(dim, hidden))
-    return MoELayer(router=built, experts=experts)
+
+    name: str
+    options: tuple[str, ...]
+    build: Callable[..., nn.Module]

@@ -2,37 +2,39 @@
 
 The trunk's pooled 512-d feature goes through an MoE layer (residual) and a
 linear classifier. Weights are random or read from a local checkpoint file
-(``torch.load(weights_only=True)``); nothing is ever downloaded.
+(``torch.load(weights_only=True)``); nothing is ever downloaded. The
+trunk's width is fixed, so the only size a config sets is the experts'
+hidden width.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from gemlab.models.common import ModelOutput, moe_layer
+from gemlab.models.common import MakeMoELayer, ModelOutput, ModelSpec, training_criterion
 
 FEATURES = 512
 
 
 class MoEResNet(nn.Module):
-    """Raises FileNotFoundError for a missing checkpoint and RuntimeError for one that does not fit."""
+    """``moe(512, hidden)`` builds the expert heads; ``criterion`` is the training loss (None: cross-entropy).
+
+    Raises FileNotFoundError for a missing checkpoint, RuntimeError for one that does not fit,
+    and whatever ``moe`` raises.
+    """
 
     def __init__(
         self,
         *,
         num_classes: int,
-        router: Mapping[str, Any],
-        num_experts: int,
+        moe: MakeMoELayer,
+        criterion: nn.Module | None = None,
         hidden: int = 1024,
         checkpoint: str | Path | None = None,
-        plan=None,
-        local_experts: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         trunk = resnet18(weights=None)
@@ -41,8 +43,9 @@ class MoEResNet(nn.Module):
             trunk.load_state_dict(state, strict=False)
         trunk.fc = nn.Identity()
         self.trunk = trunk
-        self.experts = moe_layer(router, FEATURES, hidden, num_experts, plan, local_experts)
+        self.experts = moe(FEATURES, hidden)
         self.head = nn.Linear(FEATURES, num_classes)
+        self.criterion = training_criterion(criterion)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 512) pooled trunk features: the router-free backbone of GEM's affinity."""
@@ -59,3 +62,12 @@ class MoEResNet(nn.Module):
         features = self.trunk(images)  # (B, 512)
         y, routing = self.experts(features, domain=domain, labels=labels, metadata=metadata)
         return ModelOutput.collect(self.head(features + y), [routing])
+
+
+SPEC = ModelSpec(
+    name="resnet",
+    options=("hidden",),
+    build=lambda parts, **options: MoEResNet(
+        num_classes=parts.num_classes, moe=parts.moe, criterion=parts.criterion, **options
+    ),
+)

@@ -1,20 +1,17 @@
 """A small ViT whose every other FFN is an MoE layer (V-MoE style).
 
-    model = MoEViT(num_classes=10, router={"name": "topk", "k": 1}, num_experts=4)
+    model = MoEViT(num_classes=10, moe=MoELayers(router_spec(name), RunFacts(num_experts=4), options))
     out = model(images, domain=domain_ids)        # out.logits, out.aux_losses, out.routings
 
-Only the router config changes between experiments; the trunk is the same.
+Only the MoE layers change between experiments; the trunk is the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 import torch
 from torch import nn
 
-from gemlab.models.common import ModelOutput, moe_layer
+from gemlab.models.common import MakeMoELayer, ModelOutput, ModelSpec, training_criterion
 
 
 class _Block(nn.Module):
@@ -36,14 +33,19 @@ class _Block(nn.Module):
 
 
 class MoEViT(nn.Module):
-    """Patch embedding, ``depth`` blocks (odd-numbered ones MoE), mean pooling, a linear classifier."""
+    """Patch embedding, ``depth`` blocks (odd-numbered ones MoE), mean pooling, a linear classifier.
+
+    ``moe(dim, hidden)`` builds each MoE block's FFN; ``criterion`` is the training loss (None:
+    cross-entropy). Raises ValueError for an image size that is not a multiple of the patch size,
+    and whatever ``moe`` raises.
+    """
 
     def __init__(
         self,
         *,
         num_classes: int,
-        router: Mapping[str, Any],
-        num_experts: int,
+        moe: MakeMoELayer,
+        criterion: nn.Module | None = None,
         image_size: int = 32,
         patch_size: int = 4,
         channels: int = 3,
@@ -51,8 +53,6 @@ class MoEViT(nn.Module):
         depth: int = 4,
         heads: int = 4,
         mlp_ratio: int = 4,
-        plan=None,
-        local_experts: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -64,13 +64,12 @@ class MoEViT(nn.Module):
             _Block(
                 dim,
                 heads,
-                moe_layer(router, dim, hidden, num_experts, plan, local_experts)
-                if i % 2
-                else nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)),
+                moe(dim, hidden) if i % 2 else nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)),
             )
             for i in range(depth)
         )
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, num_classes)
+        self.criterion = training_criterion(criterion)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, dim) mean token after the dense blocks before the first MoE block: the router-free stem.
@@ -97,3 +96,16 @@ class MoEViT(nn.Module):
         for block in self.blocks:
             x = block(x, routings, domain=domain, labels=labels, metadata=metadata)
         return ModelOutput.collect(self.head(self.norm(x).mean(dim=1)), routings)
+
+
+SPEC = ModelSpec(
+    name="vit",
+    options=("patch_size", "dim", "depth", "heads", "mlp_ratio"),
+    build=lambda parts, **options: MoEViT(
+        num_classes=parts.num_classes,
+        moe=parts.moe,
+        criterion=parts.criterion,
+        image_size=parts.image_size,
+        **options,
+    ),
+)

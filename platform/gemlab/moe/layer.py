@@ -4,7 +4,9 @@
     y, routing = layer(x, domain=domain_ids)      # x: (B, T, D) tokens or (B, D) pooled features
 
 The layer flattens tokens, expands per-sample side information to tokens,
-asks the router for a ``Routing``, and runs dispatch -> experts -> combine.
+asks the router for a ``Routing`` (the context also carries the layer's
+experts, for a router loss over their outputs: MoGE's CKA), and runs
+dispatch -> experts -> combine.
 It never looks at the router's type; the auxiliary losses come back in
 ``routing.aux_losses`` (already weighted), not on the output tensor. A
 router that regularises the layer's shared expert defines
@@ -52,7 +54,7 @@ class MoELayer(nn.Module):
         batch_shape = (x.shape[0], x.shape[1] if x.dim() == 3 else 1)
         tokens = x.reshape(-1, x.shape[-1])  # (B*T, D)
         context = RoutingContext.for_batch(batch_shape, domain=domain, labels=labels, metadata=metadata)
-        context.previous_logits = previous_logits
+        context.previous_logits, context.experts = previous_logits, self.experts
         routing = self.router(tokens, context)
         y = routing.combine(self.experts(routing.dispatch(tokens), routing.segment_sizes), tokens.shape[0])
         if self.shared_expert is not None:

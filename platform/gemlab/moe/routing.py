@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gemlab.moe.experts import Experts
+
 
 @dataclass
 class RoutingContext:
@@ -31,7 +33,9 @@ class RoutingContext:
     ``labels``: class labels (class-level GEM, supervised contrast);
     ``metadata``: per-sample features such as a location encoding (MoGE);
     ``batch_shape``: (B, T), so routers that work per sequence (Soft MoE) can;
-    ``previous_logits``: per-token router logits of the previous MoE layer (MoE++'s gating residual).
+    ``previous_logits``: per-token router logits of the previous MoE layer (MoE++'s gating residual);
+    ``experts``: the layer's experts, for a loss that compares their outputs (MoGE's CKA) -- handed over
+    per call, so a router never holds a reference to experts that its layer owns.
     """
 
     batch_shape: tuple[int, int]
@@ -39,6 +43,7 @@ class RoutingContext:
     labels: torch.Tensor | None = None
     metadata: torch.Tensor | None = None
     previous_logits: torch.Tensor | None = None
+    experts: Experts | None = None
 
     @classmethod
     def for_batch(cls, batch_shape: tuple[int, int], **per_sample: torch.Tensor | None) -> RoutingContext:

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from gemlab.moe.routers.gem import expert_table
 from gemlab.moe.routers.topk import check_weights
 from gemlab.moe.routing import RoutingContext, SparseRouting
+from gemlab.moe.spec import RouterSpec
 
 
 class ClassGEMRouter(nn.Module):
@@ -41,3 +42,10 @@ class ClassGEMRouter(nn.Module):
         target = self.table[context.labels]
         aux = {"assignment": self.predictor_weight * F.cross_entropy(logits, target)}
         return SparseRouting.from_choices(target.unsqueeze(1), None, self.num_experts, aux)
+
+
+SPEC = RouterSpec(
+    name="class_gem",
+    plan_level="class",
+    build=lambda dim, facts, **options: ClassGEMRouter(dim, facts.num_experts, facts.plan_table(), **options),
+)

@@ -5,8 +5,9 @@ and each has an out-of-distribution head ``s_k(x) = sigmoid(w_k x)`` that
 estimates whether the sample belongs to its group. Every token goes to every
 expert, weighted by ``α_k = s_k / Σ_j s_j``: experts confident about the
 sample dominate. The OOD heads learn from ``L_OOD = λ * BCE(s_k, 1[y in group k])``.
-:class:`DifficultyWeights` supplies per-class loss weights that favour
-classes the model finds hard, mixed with inverse-frequency weights.
+:class:`DifficultyWeights` is the run's training loss: cross-entropy with
+per-class weights that favour classes the model finds hard, mixed with
+inverse-frequency weights.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from gemlab.moe.losses import ood_bce_loss
 from gemlab.moe.routers.topk import check_weights
 from gemlab.moe.routing import RoutingContext, SparseRouting
+from gemlab.moe.spec import RouterSpec, RunFacts
 
 
 def class_groups(counts: Sequence[int], medium_threshold: int, tail_threshold: int) -> list[list[int]]:
@@ -63,11 +66,12 @@ class ConfidenceRouter(nn.Module):
 
 
 class DifficultyWeights(nn.Module):
-    """Per-class loss weights: difficulty (smoothed error + normalised entropy) mixed with rarity.
+    """Cross-entropy with per-class weights: difficulty (smoothed error + normalised entropy) mixed with rarity.
 
         d_c = (1 - acc_c) + H_c / log(C)           acc_c, H_c: exponential moving averages over batches
         w_c ∝ α exp(γ d_c) / mean(exp(γ d)) + (1 - α) q_c,   q_c ∝ 1 / n_c, mean(q) = 1
-    normalised to mean 1. Raises ValueError for momentum outside [0, 1) or α outside [0, 1].
+    normalised to mean 1. The moving averages are buffers, so they are checkpointed with the model
+    that holds this loss. Raises ValueError for momentum outside [0, 1) or α outside [0, 1].
     """
 
     def __init__(self, counts: Sequence[int], gamma: float = 1.0, momentum: float = 0.9, alpha: float = 0.5) -> None:
@@ -96,3 +100,28 @@ class DifficultyWeights(nn.Module):
         difficulty = torch.exp(self.gamma * ((1 - self.accuracy) + self.entropy))
         mixed = self.alpha * difficulty / difficulty.mean() + (1 - self.alpha) * self.quantity
         return mixed / mixed.mean()
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One training batch's loss, weighted by the averages so far; the batch is then folded into them."""
+        loss = F.cross_entropy(logits, labels, weight=self.weights())
+        self.update(logits.detach(), labels)
+        return loss
+
+
+def confidence_router(
+    dim: int, facts: RunFacts, medium_threshold: int, tail_threshold: int, **options: float
+) -> ConfidenceRouter:
+    """The router with its class groups cut from the run's class counts at the two thresholds.
+
+    Raises ValueError as :func:`class_groups` and :class:`ConfidenceRouter` do.
+    """
+    groups = class_groups(facts.class_counts, medium_threshold, tail_threshold)
+    return ConfidenceRouter(dim, facts.num_experts, groups, facts.num_classes, **options)
+
+
+SPEC = RouterSpec(
+    name="confidence",
+    build=confidence_router,
+    criterion=lambda facts, **weights: DifficultyWeights(facts.class_counts, **weights),
+    criterion_keys=("gamma", "alpha", "momentum"),
+)

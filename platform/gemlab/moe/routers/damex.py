@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from gemlab.moe.routers.gem import expert_table
 from gemlab.moe.routers.topk import TopKRouter, check_weights
 from gemlab.moe.routing import RoutingContext, SparseRouting
+from gemlab.moe.spec import RouterSpec
 
 
 class DAMEXRouter(nn.Module):
@@ -41,3 +42,10 @@ class DAMEXRouter(nn.Module):
             logits = self.topk.gate(tokens)
             routing.aux_losses["damex"] = self.damex_weight * F.cross_entropy(logits, self.table[context.domain])
         return routing
+
+
+SPEC = RouterSpec(
+    name="damex",
+    plan_level="domain",
+    build=lambda dim, facts, **options: DAMEXRouter(dim, facts.num_experts, facts.plan_table(), **options),
+)

@@ -8,13 +8,15 @@ from one domain runs exactly one expert, and a mixed batch is grouped by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
 from torch import nn
 
 from gemlab.moe.routing import RoutingContext, SparseRouting
+from gemlab.moe.spec import RouterSpec
 
 
 def expert_table(table: Sequence[int], num_experts: int, router: str) -> torch.Tensor:
@@ -37,10 +39,20 @@ class GEMRouter(nn.Module):
         self.register_buffer("table", expert_table(table, num_experts, "gem"), persistent=False)
         self.num_experts, self.key = num_experts, key
 
-    @classmethod
-    def from_plan(cls, plan, key: Literal["domain", "label"] = "domain") -> GEMRouter:
-        """Task i of the plan is domain (or class) id i."""
-        return cls(plan.assignment.tolist(), plan.num_experts, key)
+    @contextmanager
+    def forced(self, expert: int) -> Iterator[GEMRouter]:
+        """Every id goes to ``expert`` inside the block (the cross-expert matrix); the table is restored on exit.
+
+        Restored also when the block raises. Raises ValueError for an expert outside 0..num_experts-1.
+        """
+        if not 0 <= expert < self.num_experts:
+            raise ValueError(f"gem router: cannot force expert {expert}; experts are 0..{self.num_experts - 1}")
+        table = self.table
+        self.table = torch.full_like(table, expert)
+        try:
+            yield self
+        finally:
+            self.table = table
 
     def forward(self, tokens: torch.Tensor, context: RoutingContext) -> SparseRouting:
         ids = context.domain if self.key == "domain" else context.labels
@@ -53,3 +65,11 @@ class GEMRouter(nn.Module):
             )
         expert = self.table[ids].unsqueeze(1)  # (N, 1)
         return SparseRouting.from_choices(expert, None, self.num_experts)
+
+
+SPEC = RouterSpec(
+    name="gem",
+    plan_level="domain",
+    domain_table=lambda facts: facts.plan_table(),
+    build=lambda dim, facts: GEMRouter(facts.plan_table(), facts.num_experts),
+)

@@ -9,11 +9,12 @@ with unseen metadata (NaN) -- or every sample in fallback mode -- use the
 shared expert alone.
 
 Auxiliary terms: load balance; CKA diversity among the experts' outputs on a
-random subset of tokens forced through every expert (call ``attach`` with
-the layer's experts to enable it); and supervised contrast on the shared
-expert's per-sample features (:func:`shared_expert_contrast`), which the
-layer asks for through :meth:`MetadataRouter.shared_expert_losses` once it
-has run the shared expert -- so the shared expert runs once per token.
+random subset of tokens forced through every expert (the layer passes its
+experts in ``context.experts``: the router holds no reference to them); and
+supervised contrast on the shared expert's per-sample features
+(:func:`shared_expert_contrast`), which the layer asks for through
+:meth:`MetadataRouter.shared_expert_losses` once it has run the shared
+expert -- so the shared expert runs once per token.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gemlab.moe.experts import Experts
 from gemlab.moe.losses import balance_loss, cka_diversity_loss, supervised_contrastive_loss
 from gemlab.moe.routers.topk import check_weights
 from gemlab.moe.routing import RoutingContext, SparseRouting
+from gemlab.moe.spec import RouterSpec
 
 
 def fourier_encoding(metadata: torch.Tensor, frequencies: int) -> torch.Tensor:
@@ -85,12 +86,6 @@ class MetadataRouter(nn.Module):
             fallback,
         )
         self.supcon_weight, self.supcon_temperature = supcon_weight, supcon_temperature
-        self._experts: tuple[Experts, ...] = ()  # a reference, not a submodule: the layer owns the experts
-
-    def attach(self, experts: Experts) -> MetadataRouter:
-        """Give the router the layer's experts, for the CKA diversity term."""
-        self._experts = (experts,)
-        return self
 
     def shared_expert_losses(self, shared: torch.Tensor, context: RoutingContext) -> dict[str, torch.Tensor]:
         """λ_SupCon times the shared expert's contrast; ``shared`` is its output per token (B*T, D).
@@ -125,10 +120,19 @@ class MetadataRouter(nn.Module):
         aux = (
             {"balance": self.balance_weight * balance_loss(probs[~unseen], expert[~unseen])} if (~unseen).any() else {}
         )
-        if self.cka_weight > 0 and self._experts and self.training:
+        if self.cka_weight > 0 and context.experts is not None and self.training:
             subset = tokens[torch.randperm(n, device=tokens.device)[: self.cka_tokens]]
-            outputs = [self._experts[0].run_one(e, subset) for e in range(self.num_experts)]
+            outputs = [context.experts.run_one(e, subset) for e in range(self.num_experts)]
             aux["cka"] = self.cka_weight * cka_diversity_loss(outputs)
         routing = SparseRouting.from_choices(expert, gate, self.num_experts, aux)
         routing.shared_weight = torch.where(unseen, 1.0, torch.sigmoid(self.gamma)).unsqueeze(1)
         return routing
+
+
+SPEC = RouterSpec(
+    name="metadata",
+    shared_expert=True,
+    build=lambda dim, facts, **options: MetadataRouter(
+        dim, facts.num_experts, metadata_dim=facts.metadata_dim(), **options
+    ),
+)

@@ -22,6 +22,7 @@ from torch import nn
 from gemlab.moe.losses import balance_loss
 from gemlab.moe.routers.topk import check_weights, drop_over_capacity
 from gemlab.moe.routing import RoutingContext, SparseRouting
+from gemlab.moe.spec import RouterSpec
 
 
 @dataclass
@@ -87,3 +88,9 @@ class MoEPlusPlusRouter(nn.Module):
         return ZeroComputationRouting(
             base.token_index, base.weight, base.segment_sizes, base.counts, base.aux_losses, extra=extra, logits=logits
         )
+
+
+SPEC = RouterSpec(
+    name="moepp",
+    build=lambda dim, facts, **options: MoEPlusPlusRouter(dim, facts.num_experts, **options),
+)

@@ -1,6 +1,6 @@
 """``random``: each domain to a seeded random expert that still has room (the ablation of GEM's plan).
 
-The table is drawn once, at construction: domains in a random order, each to
+The table is drawn once, before training: domains in a random order, each to
 a uniformly chosen expert among those holding fewer than ``capacity``
 domains. Routing is then exactly GEM's lookup, so the comparison isolates
 the plan.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from gemlab.moe.routers.gem import GEMRouter
+from gemlab.moe.spec import RouterSpec, RunFacts
 
 
 def random_table(num_domains: int, num_experts: int, capacity: int, seed: int) -> list[int]:
@@ -29,6 +30,15 @@ def random_table(num_domains: int, num_experts: int, capacity: int, seed: int) -
     return table
 
 
-class RandomRouter(GEMRouter):
-    def __init__(self, dim: int, num_experts: int, num_domains: int, capacity: int, seed: int = 0) -> None:
-        super().__init__(random_table(num_domains, num_experts, capacity, seed), num_experts)
+def run_table(facts: RunFacts) -> list[int]:
+    """The run's table: its domains, experts, capacity (the plan's) and seed; raises ValueError as random_table."""
+    if facts.capacity is None:
+        raise ValueError("random router: needs a capacity (domains per expert)")
+    return random_table(facts.num_domains, facts.num_experts, facts.capacity, facts.seed)
+
+
+SPEC = RouterSpec(
+    name="random",
+    domain_table=run_table,
+    build=lambda dim, facts: GEMRouter(run_table(facts), facts.num_experts),
+)

@@ -15,6 +15,7 @@ from torch import nn
 
 from gemlab.moe.losses import l1_gate_loss
 from gemlab.moe.routing import RoutingContext, SparseRouting
+from gemlab.moe.spec import RouterSpec
 
 
 class ReLURouter(nn.Module):
@@ -41,3 +42,9 @@ class ReLURouter(nn.Module):
         expert = torch.where(active, torch.arange(self.num_experts, device=tokens.device), -1)
         aux = {"l1": self.l1_weight * l1_gate_loss(gates)}
         return SparseRouting.from_choices(expert, gates, self.num_experts, aux)
+
+
+SPEC = RouterSpec(
+    name="relu",
+    build=lambda dim, facts, **options: ReLURouter(dim, facts.num_experts, **options),
+)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from gemlab.moe.routing import RoutingContext, SparseRouting
+from gemlab.moe.spec import RouterSpec
 
 
 def sinkhorn(logits: torch.Tensor, iterations: int, temperature: float = 1.0) -> torch.Tensor:
@@ -44,3 +45,9 @@ class SinkhornRouter(nn.Module):
             expert = sinkhorn(logits.float(), self.iterations, self.temperature).argmax(dim=-1, keepdim=True)
         gate = logits.softmax(dim=-1).gather(1, expert)
         return SparseRouting.from_choices(expert, gate, self.num_experts)
+
+
+SPEC = RouterSpec(
+    name="sinkhorn",
+    build=lambda dim, facts, **options: SinkhornRouter(dim, facts.num_experts, **options),
+)

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gemlab.moe.routing import RoutingContext, SlotRouting
+from gemlab.moe.spec import RouterSpec
 
 
 class SoftMoERouter(nn.Module):
@@ -33,3 +34,9 @@ class SoftMoERouter(nn.Module):
         combine = logits.softmax(dim=2)  # over all slots
         counts = torch.full((self.num_experts,), batch * self.slots_per_expert, device=tokens.device)
         return SlotRouting(dispatch, combine, self.num_experts, counts)
+
+
+SPEC = RouterSpec(
+    name="soft",
+    build=lambda dim, facts, **options: SoftMoERouter(dim, facts.num_experts, **options),
+)

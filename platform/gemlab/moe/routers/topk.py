@@ -17,6 +17,7 @@ from torch import nn
 
 from gemlab.moe.losses import balance_loss, z_loss
 from gemlab.moe.routing import RoutingContext, SparseRouting
+from gemlab.moe.spec import RouterSpec
 
 
 def check_weights(**weights: float) -> None:
@@ -73,3 +74,9 @@ class TopKRouter(nn.Module):
         return SparseRouting.from_choices(
             drop_over_capacity(expert, self.num_experts, capacity), gate, self.num_experts, aux
         )
+
+
+SPEC = RouterSpec(
+    name="topk",
+    build=lambda dim, facts, **options: TopKRouter(dim, facts.num_experts, **options),
+)
