@@ -135,6 +135,7 @@ def test_forcing_an_expert_restores_every_router_even_on_error(name):
     assert all(torch.equal(a, b) for a, b in zip(_tables(model), tables, strict=True))
 
 
+@pytest.mark.slow
 def test_the_cross_expert_matrix_follows_the_spec(digits_dir, tmp_path):
     run = tiny(digits_dir, tmp_path)
     worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
