@@ -20,11 +20,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-import gemlab
 from gemlab.errors import GemlabError
+from gemlab.repository import REPO_ROOT
 
-# The repository's experiments/ folder (the package lives in <repo>/platform/gemlab).
-DEFAULT_CONFIG_DIR = Path(gemlab.__file__).resolve().parents[2] / "experiments"
+DEFAULT_CONFIG_DIR = REPO_ROOT / "experiments"  # the repository's own experiments
 
 # Keys that do not change what is trained: a rerun that changes only these continues the run.
 NOT_IDENTITY = ("name", "resume", "storage_path", "address", "baselines", "testing", "sweep")
