@@ -9,10 +9,10 @@ import pytest
 
 from gemlab.cli import main
 from gemlab.engine.checkpoint import CheckpointDamaged, read_checkpoint, write_checkpoint
-from gemlab.engine.config import as_plain, compose_config
-from gemlab.engine.prepare import prepare
+from gemlab.engine.config import as_plain
 from gemlab.engine.resume import NoUsableCheckpoint, checkpoint_name, find_resume_point, verified_step
 from gemlab.engine.worker import Worker
+from helpers import tiny, tiny_overrides
 
 META = {"plan_fingerprint": "p", "num_experts": 2, "identity_digest": "i"}
 
@@ -21,7 +21,7 @@ META = {"plan_fingerprint": "p", "num_experts": 2, "identity_digest": "i"}
 def saved_run(digits_dir, tmp_path_factory):
     """A run folder with real checkpoints at steps 3 and 6 (one worker), and a worker to load them into."""
     storage = tmp_path_factory.mktemp("runs")
-    run = prepare(compose_config(["experiment=tiny", f"data.path={digits_dir}", f"storage_path={storage}"]))
+    run = tiny(digits_dir, storage)
     worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
     for step in (3, 6):
         folder = run.run_dir.local_path / checkpoint_name(step, frozenset())
@@ -169,8 +169,8 @@ def test_a_shard_that_will_not_load_is_named_not_an_eof_error(run_dir, saved_run
 
 @pytest.mark.slow
 def test_gemlab_train_refuses_a_run_whose_checkpoints_are_all_damaged(digits_dir, tmp_path, capsys):
-    overrides = ["experiment=tiny", f"data.path={digits_dir}", f"storage_path={tmp_path}"]
-    run = prepare(compose_config(overrides))
+    overrides = tiny_overrides(digits_dir, tmp_path)
+    run = tiny(digits_dir, tmp_path)
     worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
     folder = run.run_dir.local_path / "checkpoint-0000003"
     folder.mkdir()

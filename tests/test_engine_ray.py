@@ -10,20 +10,19 @@ import pytest
 
 from gemlab.cli import main
 from gemlab.engine.checkpoint import read_history
-from gemlab.engine.config import ConfigError, compose_config
+from gemlab.engine.config import ConfigError
 from gemlab.engine.launch import run_training
 from gemlab.engine.outputs import write_results
-from gemlab.engine.prepare import RUN_FILE, plan_fingerprint, prepare
+from gemlab.engine.prepare import RUN_FILE, plan_fingerprint
 from gemlab.engine.resume import find_resume_point
+from helpers import tiny, tiny_overrides
 
 pytestmark = pytest.mark.ray
 
 
 def train(digits_dir: Path, storage: Path, *overrides: str):
     """Prepare and fit one run of the tiny experiment; returns (result, events seen by the driver)."""
-    prepared = prepare(
-        compose_config(["experiment=tiny", f"data.path={digits_dir}", f"storage_path={storage}", *overrides])
-    )
+    prepared = tiny(digits_dir, storage, *overrides)
     events: list[dict] = []
     return run_training(prepared, events.append), events
 
@@ -121,7 +120,7 @@ def test_a_damaged_checkpoint_is_skipped_and_a_restart_says_where_it_continues(
     local = first.prepared.run_dir.local_path
     shard = local / "checkpoint-0000006" / "expert-0001.pt"
     shard.write_bytes(shard.read_bytes()[:100])  # a copy cut short
-    overrides = ["experiment=tiny", f"data.path={digits_dir}", f"storage_path={tmp_path}", "trainer.max_steps=9"]
+    overrides = tiny_overrides(digits_dir, tmp_path, "trainer.max_steps=9")
     assert main(["train", *overrides, "testing.fail_once_at_step=8", "trainer.max_failures=1"]) == 0
     out, err = capsys.readouterr()
     assert f"damaged checkpoint skipped: {shard}: 100 bytes" in err

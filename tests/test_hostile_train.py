@@ -16,6 +16,7 @@ from gemlab.cli import main
 from gemlab.engine.config import ConfigError, compose_config, run_name
 from gemlab.engine.prepare import RUN_FILE, _run_record, prepare, with_absolute_paths
 from gemlab.storage import Location
+from helpers import tiny_overrides
 
 CLOSED_PORT_S3 = "s3://gemlab/runs?endpoint_override=http://127.0.0.1:9&scheme=http&region=us-east-1"
 
@@ -78,7 +79,7 @@ def _tree(folder: Path) -> list[str]:
 @pytest.mark.parametrize(("name", "build", "fragment"), TRAIN_CASES, ids=[c[0] for c in TRAIN_CASES])
 def test_gemlab_train_refuses_bad_input_in_one_line(digits_dir, tmp_path, capsys, name, build, fragment):
     runs = tmp_path / "runs"
-    overrides = ["experiment=tiny", f"data.path={digits_dir}", f"storage_path={runs}", *build(tmp_path)]
+    overrides = tiny_overrides(digits_dir, runs, *build(tmp_path))
     before = _tree(tmp_path)
     assert main(["train", *overrides]) == 2
     assert fragment in _one_error_line(capsys, "train")
@@ -103,7 +104,7 @@ RECORDS = [
 
 @pytest.mark.parametrize(("name", "content", "fragment"), RECORDS, ids=[r[0] for r in RECORDS])
 def test_a_damaged_run_record_is_named_and_left_as_it_is(digits_dir, tmp_path, capsys, name, content, fragment):
-    overrides = ["experiment=tiny", f"data.path={digits_dir}", f"storage_path={tmp_path}"]
+    overrides = tiny_overrides(digits_dir, tmp_path)
     record = tmp_path / run_name(with_absolute_paths(compose_config(overrides))) / RUN_FILE
     record.parent.mkdir()
     record.write_bytes(content)
