@@ -51,7 +51,7 @@ def test_label_space_is_union_by_name_with_per_domain_mapping():
             "duplicate category name",
         ),
         (lambda: Domain("empty", "detection", (Category(1, "a"),), {"train": ()}), "'empty': the train split is empty"),
-        (lambda: Domain("x", "detection", (Category(1, "a"),), {"test": ()}), "unknown split"),
+        (lambda: Domain("x", "detection", (Category(1, "a"),), {"tests": ()}), "unknown split"),
         (
             lambda: Domain(
                 "x",

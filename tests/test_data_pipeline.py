@@ -118,7 +118,7 @@ def test_stats_prints_counts_label_spaces_and_weights(collection, capsys):
     out = capsys.readouterr().out
     assert "2 domains" in out and "3 categories in the unified label space" in out
     road = next(line for line in out.splitlines() if line.startswith("road"))
-    assert road.split()[2:6] == ["6", "0", "0", "0.5000"]
+    assert road.split()[2:7] == ["6", "0", "0", "0", "0.5000"]  # train, val, calib, test, weight
 
 
 def test_stats_on_a_missing_index_fails_cleanly(tmp_path, capsys):

@@ -62,7 +62,7 @@ def test_coco_round_trip_gives_the_written_records(coco_split):
     assert all(sample.path.is_absolute() for sample in reading.samples)
 
 
-def test_coco_sorts_categories_and_images_by_id_and_drops_crowds(tmp_path):
+def test_coco_sorts_categories_and_images_by_id_and_keeps_crowds_apart(tmp_path):
     _image(tmp_path / "a.png", 10, 10)
     _image(tmp_path / "b.png", 10, 10)
     data = {
@@ -82,6 +82,7 @@ def test_coco_sorts_categories_and_images_by_id_and_drops_crowds(tmp_path):
     assert [s.image_id for s in reading.samples] == [4, 9]
     assert reading.samples[1].boxes == ((1.0, 1.0, 2.0, 2.0), (3.0, 3.0, 2.0, 2.0))
     assert reading.samples[1].category_ids == (2, 1)
+    assert reading.samples[1].crowd_boxes == ((0.0, 0.0, 10.0, 10.0),) and reading.samples[1].crowd_category_ids == (1,)
 
 
 def test_coco_accepts_boxes_within_the_tolerance(tmp_path):

@@ -111,7 +111,7 @@ BAD_FIELDS = [
     ("format a list", lambda d: _road(d).update(format=["coco"]), "domain 'road': format: must be one of"),
     ("splits a list", lambda d: _road(d).update(splits=["train"]), "splits: must be a mapping of split names"),
     ("no train split", lambda d: _road(d)["splits"].update(val=_road(d)["splits"].pop("train")), "no train split"),
-    ("unknown split", lambda d: _road(d)["splits"].update(test={}), "splits: unknown field(s) ['test']"),
+    ("unknown split", lambda d: _road(d)["splits"].update(tests={}), "splits: unknown field(s) ['tests']"),
     ("split a string", lambda d: _road(d)["splits"].update(train="road/train.json"), "splits.train: must be a mapping"),
     ("split key missing", lambda d: _road(d)["splits"]["train"].pop("images"), "splits.train.images: missing"),
     (

@@ -7,9 +7,17 @@ images folder, and a bad record either stops the read (DataError naming the
 file and the record) or, when reading leniently, is skipped and listed as
 "file: record: reason".
 
-Crowd annotations (``iscrowd: 1``) are left out on purpose: they mark a
-region of many objects, which a detector should neither learn nor be scored
-on as one instance, and a ``Sample`` has no field to mark them.
+Crowd annotations (``iscrowd: 1``, any non-zero value) mark a region of many
+objects, which a detector should neither learn as one instance nor be
+penalised for finding. They pass the same checks as other annotations and go
+to ``Sample.crowd_boxes`` / ``crowd_category_ids``, apart from ``boxes``: the
+training targets and the statistics never see them, while the COCO evaluator
+(``gemlab.evaluation.coco``) gives them back to pycocotools with ``iscrowd:
+1``, so a detection inside a crowd region is ignored rather than counted as a
+false positive, as COCO's rules say.
+
+An annotation file that is empty (0 bytes) is refused as such: it is the
+usual trace of a copy or a write that was cut short.
 """
 
 from __future__ import annotations
@@ -71,9 +79,13 @@ _SCHEMA: dict[str, tuple[tuple[str, Callable[[Any], bool], str, bool], ...]] = {
 
 def _load_json(file: Path) -> Any:
     try:
-        return json.loads(file.read_bytes())
+        text = file.read_bytes()
     except OSError as error:
         raise DataError(f"{file}: cannot read: {error.strerror}") from None
+    if not text:
+        raise DataError(f"{file}: not JSON: the file is empty (0 bytes)")
+    try:
+        return json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DataError(f"{file}: not JSON: {error}") from None
 
@@ -115,15 +127,16 @@ def read_coco_split(annotations: Path, images: Path, *, lenient: bool = False) -
     """Read one split: a COCO JSON file and the folder its images' ``file_name``s are relative to.
 
     Categories come sorted by id, samples in image-id order with each image's
-    boxes in file order, image paths absolute. Raises DataError naming the
-    file when it is unreadable, not JSON, or not COCO detection JSON (always,
+    boxes (and, apart, its crowd boxes) in file order, image paths absolute.
+    Raises DataError naming the file when it is unreadable, empty, not JSON,
+    or not COCO detection JSON (always,
     even when ``lenient``) or when the images folder is missing; and naming
     the file and the record -- unless ``lenient``, which skips and lists them
     -- for duplicate image ids, a ``file_name`` that leads out of the images
     folder (absolute, or ``..`` past it), image files missing on disk (the
     image goes with its annotations), annotations of unknown images or
     categories, and degenerate or out-of-image boxes (the annotation goes
-    alone).
+    alone; crowd annotations are checked alike).
     """
     data = _load_json(annotations)
     _check_structure(annotations, data)
@@ -152,7 +165,7 @@ def read_coco_split(annotations: Path, images: Path, *, lenient: bool = False) -
     kept: defaultdict[int, list[dict]] = defaultdict(list)
     for annotation in data["annotations"]:
         image_id = annotation["image_id"]
-        if annotation.get("iscrowd", 0) or image_id in excluded:
+        if image_id in excluded:
             continue
         problem = _annotation_problem(annotation, coco)
         if problem:
@@ -175,12 +188,16 @@ def _annotation_problem(annotation: dict, coco: COCO) -> str | None:
 
 
 def _sample(image: dict, path: Path, annotations: list[dict]) -> Sample:
+    instances = [a for a in annotations if not a.get("iscrowd", 0)]
+    crowds = [a for a in annotations if a.get("iscrowd", 0)]
     return Sample(
         path=path,
         width=image["width"],
         height=image["height"],
         image_id=image["id"],
-        boxes=tuple(tuple(float(v) for v in a["bbox"]) for a in annotations),
-        category_ids=tuple(a["category_id"] for a in annotations),
+        boxes=tuple(tuple(float(v) for v in a["bbox"]) for a in instances),
+        category_ids=tuple(a["category_id"] for a in instances),
         metadata=dict(image.get("metadata", {})),
+        crowd_boxes=tuple(tuple(float(v) for v in a["bbox"]) for a in crowds),
+        crowd_category_ids=tuple(a["category_id"] for a in crowds),
     )

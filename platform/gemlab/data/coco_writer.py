@@ -14,8 +14,10 @@ from gemlab.files import write_text_atomically
 def coco_dict(categories: Sequence[Category], samples: Sequence[Sample], images_root: Path) -> dict:
     """The COCO dictionary of a split; image file names are relative to ``images_root``.
 
-    Annotation ids count from 1 in sample order, so the same samples give the
-    same file.
+    Annotation ids count from 1 in sample order (each sample's boxes, then its
+    crowd boxes with ``iscrowd: 1``), so the same samples give the same file.
+    ``area`` is the box area: gemlab keeps no masks. Raises ValueError when a
+    sample's boxes and category ids differ in length.
     """
     images, annotations = [], []
     for sample in samples:
@@ -28,17 +30,21 @@ def coco_dict(categories: Sequence[Category], samples: Sequence[Sample], images_
                 **({"metadata": dict(sample.metadata)} if sample.metadata else {}),
             }
         )
-        for box, category_id in zip(sample.boxes, sample.category_ids, strict=True):
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": sample.image_id,
-                    "category_id": category_id,
-                    "bbox": [float(v) for v in box],
-                    "area": float(box[2] * box[3]),
-                    "iscrowd": 0,
-                }
-            )
+        for crowd, boxes, category_ids in (
+            (0, sample.boxes, sample.category_ids),
+            (1, sample.crowd_boxes, sample.crowd_category_ids),
+        ):
+            for box, category_id in zip(boxes, category_ids, strict=True):
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": sample.image_id,
+                        "category_id": category_id,
+                        "bbox": [float(v) for v in box],
+                        "area": float(box[2] * box[3]),
+                        "iscrowd": crowd,
+                    }
+                )
     return {
         "images": images,
         "annotations": annotations,

@@ -52,6 +52,7 @@ def _report_skipped(skipped: list[str]) -> None:
 def _stats(args: argparse.Namespace) -> None:
     from gemlab.data.collection import load_collection
     from gemlab.data.mixture import DomainMixture
+    from gemlab.data.records import SPLITS
 
     mixture, skipped = load_collection(args.collection, lenient=args.lenient)
     if args.alpha is not None:
@@ -60,13 +61,12 @@ def _stats(args: argparse.Namespace) -> None:
         f"{len(mixture.domains)} domains, sampling weights p_d ∝ n_d^{mixture.alpha:g}, "
         f"{len(mixture.labels.names)} categories in the unified label space"
     )
-    print(f"{'domain':<16} {'task':<14} {'train':>7} {'val':>6} {'calib':>6} {'weight':>7}  categories")
+    print(f"{'domain':<16} {'task':<14} {'train':>7} {'val':>6} {'calib':>6} {'test':>6} {'weight':>7}  categories")
     for domain, weight in zip(mixture.domains, mixture.weights, strict=True):
-        counts = [len(domain.splits.get(split, ())) for split in ("train", "val", "calib")]
+        train, *others = (len(domain.splits.get(split, ())) for split in SPLITS)
         names = ", ".join(c.name for c in domain.categories)
-        print(
-            f"{domain.name:<16} {domain.task:<14} {counts[0]:>7} {counts[1]:>6} {counts[2]:>6} {weight:>7.4f}  {names}"
-        )
+        counts = "".join(f" {count:>6}" for count in others)
+        print(f"{domain.name:<16} {domain.task:<14} {train:>7}{counts} {weight:>7.4f}  {names}")
     _report_skipped(skipped)
 
 

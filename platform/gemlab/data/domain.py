@@ -21,8 +21,9 @@ class Domain:
 
     Raises DataError (naming the domain and what is wrong) for an empty name,
     an unknown task or split, duplicate category ids or names, an empty train
-    split, a sample whose category is not in the label space, or a sample
-    missing a declared metadata column.
+    split, a sample whose category (of a box, a crowd box or its label) is
+    not in the label space, a sample with a different number of crowd boxes
+    and crowd category ids, or a sample missing a declared metadata column.
     """
 
     name: str
@@ -53,7 +54,13 @@ class Domain:
                 self._check_sample(split, sample)
 
     def _check_sample(self, split: str, sample: Sample) -> None:
-        used = set(sample.category_ids) | ({sample.label} if sample.label is not None else set())
+        if len(sample.crowd_boxes) != len(sample.crowd_category_ids):
+            raise DataError(
+                f"domain {self.name!r}, split {split}: {sample.path} has {len(sample.crowd_boxes)} crowd box(es) "
+                f"but {len(sample.crowd_category_ids)} crowd category id(s)"
+            )
+        used = set(sample.category_ids) | set(sample.crowd_category_ids)
+        used |= {sample.label} if sample.label is not None else set()
         unknown = used - self._ids
         if unknown:
             raise DataError(

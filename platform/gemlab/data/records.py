@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SPLITS = ("train", "val", "calib")
+SPLITS = ("train", "val", "calib", "test")  # train is required; test is held out for `gemlab eval --split test`
 TASKS = ("detection", "classification")
 
 
@@ -24,7 +24,12 @@ class Category:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image and its annotations, in the domain's own category ids."""
+    """One image and its annotations, in the domain's own category ids.
+
+    ``boxes`` are the instances a detector learns and is scored on;
+    ``crowd_boxes`` the regions its annotators marked as a crowd of many
+    objects, used by evaluation only.
+    """
 
     path: Path  # absolute
     width: int
@@ -34,6 +39,11 @@ class Sample:
     category_ids: tuple[int, ...] = ()  # one per box (detection)
     label: int | None = None  # category id (classification)
     metadata: Mapping[str, float | str] = field(default_factory=dict)
+    # COCO crowd regions (``iscrowd: 1``), (x, y, w, h) pixels, one category id each. Kept apart from ``boxes``
+    # so training targets and statistics never count them as instances; evaluation marks them ``iscrowd`` so a
+    # detection inside one is neither a true nor a false positive.
+    crowd_boxes: tuple[tuple[float, float, float, float], ...] = ()
+    crowd_category_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

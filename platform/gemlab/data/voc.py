@@ -13,9 +13,13 @@ when 1 <= xmin <= xmax <= width (likewise for y). Files written with 0-based
 coordinates (xmin = 0) thus have boxes outside the image: fix them, or read
 leniently to drop those boxes.
 
-``difficult`` objects are kept: a ``Sample`` cannot mark a box as "ignore in
-evaluation only", and dropping them would teach the detector that they are
-background. (Pascal's own evaluation ignores them; COCO evaluation counts them.)
+``difficult`` objects are kept as ordinary boxes: trained on, and counted by
+gemlab's COCO evaluation (Pascal's own evaluation ignores them, so gemlab's
+AP on VOC is a little lower than the VOC devkit's). They are not turned into
+``Sample.crowd_boxes``: a crowd region is left out of training, which would
+teach the detector that a difficult object is background, and COCO matches a
+crowd region by the share of the *detection* inside it, which is not VOC's
+rule for a difficult box.
 
 Image ids are positions in the id list counted from 1, so they stay the same
 when a lenient read skips an image; objects in messages count from 1 too.
@@ -93,6 +97,8 @@ def _read_image(
     ``known`` is the fixed label space, or None when every name is welcome.
     """
     try:
+        if xml.stat().st_size == 0:
+            raise _Invalid("empty file (0 bytes)")
         annotation = ElementTree.parse(xml).getroot()
         filename = _text(annotation, "filename")
         width, height = _pixels(annotation, "size/width"), _pixels(annotation, "size/height")
@@ -142,7 +148,7 @@ def read_voc_split(
     (always), and naming the file and the record -- unless ``lenient``,
     which skips and lists them -- for an id without an XML, an id or a
     ``<filename>`` that leads out of its folder (``..``, an absolute path),
-    unparsable XML, missing fields, non-numeric coordinates, a missing image
+    an empty (0-byte) or unparsable XML, missing fields, non-numeric coordinates, a missing image
     file (the image goes with its objects), and degenerate or out-of-image
     boxes or names outside ``categories`` (the object goes alone).
     """

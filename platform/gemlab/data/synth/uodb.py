@@ -31,7 +31,7 @@ from gemlab.data.checks import require_new_folder
 from gemlab.data.coco_writer import write_coco
 from gemlab.data.collection import write_index
 from gemlab.data.errors import DataError
-from gemlab.data.records import SPLITS, Category, Sample
+from gemlab.data.records import Category, Sample
 from gemlab.data.synth.styles import paint
 from gemlab.files import staged_folder
 
@@ -73,11 +73,15 @@ SYNTH_UODB: tuple[DomainSpec, ...] = (
     DomainSpec("medical", "medical", ("lesion",), (300, 30, 32), (1, 3)),
     DomainSpec("faces", "portrait", ("face",), (16, 8, 8), (1, 3)),
 )
+GENERATED_SPLITS = ("train", "val", "calib")  # no test split: a generated benchmark can draw new images instead
 _MIN_IMAGES = (2, 1, 1)  # per split, whatever the scale: every split must exist
 
 
 def split_sizes(spec: DomainSpec, scale: float) -> dict[str, int]:
-    return {split: max(low, round(n * scale)) for split, n, low in zip(SPLITS, spec.sizes, _MIN_IMAGES, strict=True)}
+    return {
+        split: max(low, round(n * scale))
+        for split, n, low in zip(GENERATED_SPLITS, spec.sizes, _MIN_IMAGES, strict=True)
+    }
 
 
 def _xywh(box) -> tuple[float, float, float, float]:
