@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gemlab.moe.experts import Experts
+from gemlab.moe.experts import ExpertBank
 from gemlab.plan.placement import place_experts
 
 
@@ -75,13 +75,13 @@ def data_parallel_role(num_domains: int, num_experts: int, rank: int, world_size
 
 
 def expert_parameters(model: nn.Module) -> dict[int, list[tuple[str, nn.Parameter]]]:
-    """Expert id -> its (name, parameter) pairs across every MoE layer of ``model``."""
+    """Expert id -> its (name, parameter) pairs across every expert bank of ``model`` (MoE layers, GEMGR heads)."""
     owned: dict[int, list[tuple[str, nn.Parameter]]] = {}
     for module_name, module in model.named_modules():
-        if isinstance(module, Experts):
-            for key, ffn in module.ffn.items():
-                prefix = f"{module_name}.ffn.{key}." if module_name else f"ffn.{key}."
-                owned.setdefault(int(key), []).extend((prefix + n, p) for n, p in ffn.named_parameters())
+        if isinstance(module, ExpertBank):
+            for key, member in module.members.items():
+                prefix = f"{module_name}.members.{key}." if module_name else f"members.{key}."
+                owned.setdefault(int(key), []).extend((prefix + n, p) for n, p in member.named_parameters())
     return owned
 
 
