@@ -43,17 +43,35 @@ class MoELayer(nn.Module):
         labels: torch.Tensor | None = None,
         metadata: torch.Tensor | None = None,
         previous_logits: torch.Tensor | None = None,
+        token_labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Routing]:
         """``x`` (B, T, D) or (B, D); ``domain``/``labels``/``metadata`` are per sample (B, ...).
 
         ``previous_logits`` are per token (B*T, ...): the router logits of the
         previous MoE layer, for routers with gating residuals (MoE++).
+        ``token_labels`` (B, T) or (B,) long are per token, -1 where a token's
+        class is unknown (a detector's queries: a denoising positive knows its
+        object's class, a matching query does not); the router sees them as
+        ``context.labels``, in place of the per-sample ``labels``.
+
+        Raises ValueError for an input that is not 2- or 3-dimensional, both ``labels`` and
+        ``token_labels``, or ``token_labels`` of another shape than ``x.shape[:-1]``; and what the
+        router raises.
         """
         if x.dim() not in (2, 3):
             raise ValueError(f"MoELayer: expected (B, T, D) or (B, D) input, got shape {tuple(x.shape)}")
+        if token_labels is not None and labels is not None:
+            raise ValueError("MoELayer: give per-sample `labels` or per-token `token_labels`, not both")
+        if token_labels is not None and token_labels.shape != x.shape[:-1]:
+            raise ValueError(
+                f"MoELayer: token_labels must have shape {tuple(x.shape[:-1])} (one per token), "
+                f"got {tuple(token_labels.shape)}"
+            )
         batch_shape = (x.shape[0], x.shape[1] if x.dim() == 3 else 1)
         tokens = x.reshape(-1, x.shape[-1])  # (B*T, D)
         context = RoutingContext.for_batch(batch_shape, domain=domain, labels=labels, metadata=metadata)
+        if token_labels is not None:
+            context.labels = token_labels.reshape(-1)  # (B*T,)
         context.previous_logits, context.experts = previous_logits, self.experts
         routing = self.router(tokens, context)
         y = routing.combine(self.experts(routing.dispatch(tokens), routing.segment_sizes), tokens.shape[0])

@@ -86,13 +86,17 @@ class MoELayers:
         return MoELayer(router=router, experts=experts, shared_expert=shared)
 
 
-_NEVER_ROUTES = RouterSpec(name="stem-only", build=lambda dim, facts: GEMRouter([0], facts.num_experts))
+_NEVER_ROUTES = RouterSpec(
+    name="stem-only",
+    build=lambda dim, facts: GEMRouter([0], facts.num_experts),
+    domain_table=lambda facts: [0] * facts.num_domains,  # for models whose experts own per-domain parts (GEMGR)
+)
 
 
 def stem_only_layers(num_experts: int) -> MoELayers:
     """MoE layers for a model that is asked only for its stem (``features``), before any plan exists.
 
     The stem is drawn from the RNG before any MoE layer, so these layers change none of its weights;
-    their router (every id to expert 0, no parameters) is never called.
+    their router (every id to expert 0, no parameters) and their domain table are never used.
     """
     return MoELayers(_NEVER_ROUTES, RunFacts(num_experts=num_experts))

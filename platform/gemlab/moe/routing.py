@@ -30,7 +30,8 @@ class RoutingContext:
     """Per-token side information (the layer expands per-sample values to tokens).
 
     ``domain``: domain id of the token's sample (GEM, DAMEX, random);
-    ``labels``: class labels (class-level GEM, supervised contrast);
+    ``labels``: class labels (class-level GEM, supervised contrast): the token's sample's label, or the
+    token's own class where the model knows one per token (a detector's denoising queries; -1 = unknown);
     ``metadata``: per-sample features such as a location encoding (MoGE);
     ``batch_shape``: (B, T), so routers that work per sequence (Soft MoE) can;
     ``previous_logits``: per-token router logits of the previous MoE layer (MoE++'s gating residual);
@@ -63,6 +64,9 @@ class SparseRouting:
     counts: torch.Tensor  # (E,) tokens each expert received
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
     shared_weight: torch.Tensor | float = 1.0  # how a layer's shared expert (if any) is mixed in
+    # (N, E') per-token router logits in token order, for routers whose logits are used after the layer: the next
+    # layer's gating residual (MoE++), a loss on queries known only after matching (class-level GEM); else None
+    logits: torch.Tensor | None = None
 
     @classmethod
     def from_choices(
@@ -71,11 +75,12 @@ class SparseRouting:
         weight: torch.Tensor | None,
         num_experts: int,
         aux_losses: dict[str, torch.Tensor] | None = None,
+        logits: torch.Tensor | None = None,
     ) -> SparseRouting:
-        """Build from per-token choices ``expert`` (N, k) (-1 = dropped) and weights (N, k).
+        """Build from per-token choices ``expert`` (N, k) (-1 = dropped) and weights (N, k); ``logits`` are kept.
 
         The sort is stable, so within an expert rows keep token order: a
-        mixed GEM batch stays grouped by sample.
+        mixed GEM batch stays grouped by sample. Raises nothing.
         """
         n, k = expert.shape
         flat = expert.reshape(-1)
@@ -84,14 +89,14 @@ class SparseRouting:
             # no sort, no gather, no scatter
             counts = torch.bincount(flat, minlength=num_experts)
             row_weight = None if weight is None else weight.reshape(-1)
-            return cls(None, row_weight, counts.tolist(), counts, aux_losses or {})
+            return cls(None, row_weight, counts.tolist(), counts, aux_losses or {}, logits=logits)
         kept = torch.nonzero(flat >= 0).squeeze(1)
         order = torch.sort(flat[kept], stable=True).indices
         rows = kept[order]
         counts = torch.bincount(flat[kept], minlength=num_experts)
         token_index = torch.div(rows, k, rounding_mode="floor")
         row_weight = None if weight is None else weight.reshape(-1)[rows]
-        return cls(token_index, row_weight, counts.tolist(), counts, aux_losses or {})
+        return cls(token_index, row_weight, counts.tolist(), counts, aux_losses or {}, logits=logits)
 
     def dispatch(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens if self.token_index is None else tokens.index_select(0, self.token_index)

@@ -27,10 +27,12 @@ from gemlab.moe.spec import RouterSpec
 
 @dataclass
 class ZeroComputationRouting(SparseRouting):
-    """SparseRouting for the FFN experts, plus what the copy and constant experts add at combine."""
+    """SparseRouting for the FFN experts, plus what the copy and constant experts add at combine.
+
+    Its ``logits`` (N, E_total), over every expert kind, are the next layer's gating residual.
+    """
 
     extra: torch.Tensor | None = None  # (N, D) copy + constant contributions
-    logits: torch.Tensor | None = None  # (N, E_total), for the next layer's gating residual
 
     def combine(self, outputs: torch.Tensor, num_tokens: int) -> torch.Tensor:
         return super().combine(outputs, num_tokens) + self.extra
@@ -83,10 +85,10 @@ class MoEPlusPlusRouter(nn.Module):
         extra = (copy_weight + mix[:, 0] * (gate * is_constant).sum(dim=1)).unsqueeze(1) * tokens
         extra = extra + mix[:, 1:] * constant_vectors.sum(dim=1)
         base = SparseRouting.from_choices(
-            ffn, gate, self.num_experts, {"balance": self.balance_weight * balance_loss(probs, expert)}
+            ffn, gate, self.num_experts, {"balance": self.balance_weight * balance_loss(probs, expert)}, logits
         )
         return ZeroComputationRouting(
-            base.token_index, base.weight, base.segment_sizes, base.counts, base.aux_losses, extra=extra, logits=logits
+            base.token_index, base.weight, base.segment_sizes, base.counts, base.aux_losses, logits=logits, extra=extra
         )
 
 
