@@ -10,8 +10,9 @@ router's name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,14 +57,23 @@ class ModelParts:
     criterion: nn.Module | None = None
 
 
+def _always(options: Mapping[str, Any]) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model for the registry: ``build(parts, **options)``, where ``options`` are ``model.*`` keys.
 
     ``options`` lists the keys it reads (its file ``experiments/model/<name>.yaml`` sets each one);
-    a config key outside it is refused rather than ignored.
+    a config key outside it is refused rather than ignored. ``task`` is the task of the data it is
+    built for (``classification``, ``detection``). ``uses_experts(options)`` says whether the model,
+    so configured, holds experts at all: a dense baseline (Mixed-DINO) has no router to plan for,
+    so its run is data-parallel and follows no plan whatever ``router`` says.
     """
 
     name: str
     options: tuple[str, ...]
     build: Callable[..., nn.Module]
+    task: str = "classification"
+    uses_experts: Callable[[Mapping[str, Any]], bool] = _always

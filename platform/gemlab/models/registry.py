@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from gemlab.models import resnet, vit
 from gemlab.models.common import ModelSpec
+from gemlab.models.detection import spec as detection
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (vit.SPEC, resnet.SPEC)}
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (vit.SPEC, resnet.SPEC, detection.SPEC)}
 
 
 def model_spec(name: str) -> ModelSpec:
