@@ -1,5 +1,5 @@
-"""Shared fixtures: generated digit domains (once per session), one local Ray for the integration tests,
-and an S3 endpoint on the loopback interface for object-store storage."""
+"""Shared fixtures: generated digit and detection domains (once per session), one local Ray for the
+integration tests, and an S3 endpoint on the loopback interface for object-store storage."""
 
 from __future__ import annotations
 
@@ -18,6 +18,16 @@ def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("digits") / "digits"
     generate_digits(folder, seed=0, image_size=16)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synth_uodb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """synth-uodb at 64 px and a tenth of its size (2 to 80 training images per domain), generated once (~1 s)."""
+    from gemlab.data.synth.uodb import generate_synth_uodb
+
+    folder = tmp_path_factory.mktemp("synth-uodb") / "synth-uodb"
+    generate_synth_uodb(folder, seed=0, image_size=64, scale=0.1, workers=1)
     return folder
 
 

@@ -1,4 +1,4 @@
-"""What several test files build the same way: the tiny experiment on the session's generated digits.
+"""What several test files build the same way: the tiny experiments on the session's generated data.
 
 Kept in one place so that a change to the tiny experiment's overrides (or
 to how a run is prepared) is made once for every test that trains on it.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig
 
 from gemlab.engine.config import compose_config
@@ -24,6 +25,17 @@ def tiny_config(digits_dir: Path, storage: Path | str, *overrides: str) -> DictC
     return compose_config(tiny_overrides(digits_dir, storage, *overrides))
 
 
+def tiny_detection_overrides(synth_dir: Path, storage: Path | str, *overrides: str) -> list[str]:
+    """Hydra overrides of the tiny detection experiment on the session's synth-uodb; raises nothing."""
+    return [
+        "experiment=uodb_tiny",
+        "data.source=collection",
+        f"data.path={synth_dir}",
+        f"storage_path={storage}",
+        *overrides,
+    ]
+
+
 def tiny(digits_dir: Path, storage: Path | str, *overrides: str) -> Prepared:
     """The tiny experiment, prepared (data read, plan solved, run folder written); raises ConfigError."""
     return prepare(tiny_config(digits_dir, storage, *overrides))
@@ -36,6 +48,7 @@ def evaluation_record(step: int, accuracy: float) -> dict:
     """
     return {
         "step": step,
+        "metric": "accuracy",
         "domains": {
             "rot0": {"accuracy": accuracy, "loss": 0.5, "expert_load": [1.0, 0.0]},
             "invert": {"accuracy": accuracy / 2, "loss": 1.5, "expert_load": [0.25, 0.75]},
@@ -45,3 +58,10 @@ def evaluation_record(step: int, accuracy: float) -> dict:
         "cpu_ms_per_sample": 0.9,
         "allreduce_bytes_per_step": 4096,
     }
+
+
+class RoundRobinPlan:
+    """The two fields a router reads from a plan: task t on expert t mod E; raises nothing."""
+
+    def __init__(self, tasks: int, num_experts: int) -> None:
+        self.num_experts, self.assignment = num_experts, np.arange(tasks) % num_experts

@@ -20,9 +20,9 @@ from torch.nn import functional as F
 
 from gemlab.data.sampler import MixtureSampler
 from gemlab.engine.config import as_plain, compose_config
-from gemlab.engine.evaluate import model_inputs
 from gemlab.engine.parallel import expert_parallel_role, expert_parameters
 from gemlab.engine.prepare import prepare
+from gemlab.engine.tasks.classification import model_inputs
 from gemlab.engine.worker import Worker
 
 
@@ -55,7 +55,7 @@ def _reference_grads(cfg: dict, plan, table, world: int) -> dict[str, torch.Tens
         if not role.train_domains:
             continue
         sampler = MixtureSampler(mixture, cfg["trainer"]["batch_size"], cfg["seed"], rank, role.train_domains)
-        batch = reference.tensors.batch(sampler.batch(1))
+        batch = reference.data.batch(sampler.batch(1))
         out = model(batch["images"], **model_inputs(batch, with_labels=True))
         total = total + role.mass * (F.cross_entropy(out.logits, batch["labels"]) + out.aux_loss)
     total.backward()

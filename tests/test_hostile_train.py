@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gemlab.cli import main
 from gemlab.engine.config import ConfigError, compose_config, run_name
-from gemlab.engine.prepare import RUN_FILE, _run_record, prepare, with_absolute_paths
+from gemlab.engine.prepare import RUN_FILE, prepare, read_run_record, with_absolute_paths
 from gemlab.storage import Location
 from helpers import tiny_overrides
 
@@ -120,7 +120,7 @@ def test_any_run_record_is_read_or_refused_with_its_name(tmp_path_factory, conte
     file = tmp_path_factory.mktemp("record") / RUN_FILE
     file.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
     try:
-        record = _run_record(Location.parse(file))
+        record = read_run_record(Location.parse(file))
     except ConfigError as error:
         assert str(error).startswith(f"{file}: ")
     else:

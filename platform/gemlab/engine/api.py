@@ -145,7 +145,7 @@ class SavedRun:
 
     table: pa.Table
     step: int
-    metrics: dict[str, float]  # as the run reported them to Ray (and so to Tune): accuracy, accuracy/<domain>, …
+    metrics: dict[str, float]  # as the run reported them to Ray (and so to Tune): accuracy or ap, per domain, …
 
 
 def read_saved_run(cfg: DictConfig, run_dir: Location, name: str, extra: dict[str, Any]) -> SavedRun | None:

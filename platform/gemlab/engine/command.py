@@ -51,10 +51,11 @@ def _train_or_read(prepared, address: str | None, verbose: bool):
     from gemlab.engine.api import ensure_ray, train
     from gemlab.engine.checkpoint import read_history
     from gemlab.engine.launch import RunResult
+    from gemlab.engine.model import method_label
     from gemlab.engine.outputs import TensorBoardLog, progress_line
     from gemlab.engine.resume import find_resume_point
 
-    label, max_steps = prepared.cfg.router.name, prepared.cfg.trainer.max_steps
+    label, max_steps = method_label(prepared.cfg), prepared.cfg.trainer.max_steps
     resume = find_resume_point(prepared.run_dir)
     for line in resume.warnings():
         print(f"[{label}] warning: {line}", file=sys.stderr, flush=True)
@@ -87,6 +88,7 @@ def _train_or_read(prepared, address: str | None, verbose: bool):
 def run(args: argparse.Namespace) -> int:
     from gemlab.engine.api import compose_config, prepare, write_run_results
     from gemlab.engine.launch import RunFailed, RunStopped
+    from gemlab.engine.model import method_label
     from gemlab.engine.outputs import TENSORBOARD_DIR, comparison_table
 
     cfg = compose_config(args.overrides, args.config_dir)
@@ -110,13 +112,13 @@ def run(args: argparse.Namespace) -> int:
     except RunStopped as stopped:
         print(f"gemlab train: {stopped}; its checkpoints are kept and the same command continues it", flush=True)
         return 130  # the shell's code for a run ended by SIGINT
-    finished = [(r.prepared.cfg.router.name, r.history[-1]) for r in results if r.history]
+    finished = [(method_label(r.prepared.cfg), r.history[-1]) for r in results if r.history]
     if finished:
-        print(f"\nper-domain accuracy ({cfg.data.eval_split} split, last evaluation):")
+        print(f"\nper-domain {finished[0][1]['metric']} ({cfg.data.eval_split} split, last evaluation):")
         print(comparison_table(finished))
     print()
     for r in results:
         path = write_run_results(r.prepared, r.history)
         took = f"{r.seconds:.0f} s  " if r.seconds else ""
-        print(f"[{r.prepared.cfg.router.name}] {took}results {path}  tensorboard {path.parent / TENSORBOARD_DIR}")
+        print(f"[{method_label(r.prepared.cfg)}] {took}results {path}  tensorboard {path.parent / TENSORBOARD_DIR}")
     return 0

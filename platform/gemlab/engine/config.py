@@ -118,7 +118,12 @@ def validate(cfg: DictConfig) -> None:
         cfg.moe.num_experts,
         "an integer >= 1",
     )
-    _require(cfg.data.source in ("digits", "collection"), "data.source", cfg.data.source, "digits or collection")
+    _require(
+        cfg.data.source in ("digits", "synth_uodb", "collection"),
+        "data.source",
+        cfg.data.source,
+        "digits, synth_uodb or collection",
+    )
     _require(cfg.plan.level in ("domain", "class"), "plan.level", cfg.plan.level, "domain or class")
     _require(
         isinstance(cfg.tag, str) and cfg.tag.replace("_", "").replace("-", "").isalnum(),

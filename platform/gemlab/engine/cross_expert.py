@@ -18,26 +18,27 @@ from torch import nn
 
 from gemlab.engine.checkpoint import read_checkpoint
 from gemlab.engine.config import as_plain, identity_digest
-from gemlab.engine.data import DomainTensors, build_mixture
-from gemlab.engine.evaluate import evaluate_domains
+from gemlab.engine.data import build_mixture
 from gemlab.engine.model import build_model, configured_router
 from gemlab.engine.prepare import PLAN_FILE, plan_fingerprint, read_plan
 from gemlab.engine.resume import find_resume_point
-from gemlab.moe.layer import MoELayer
+from gemlab.engine.tasks import task_of
 from gemlab.storage import Location
 
 
 @contextmanager
 def forced_expert(model: nn.Module, expert: int) -> Iterator[nn.Module]:
-    """Inside the block, every MoE layer of ``model`` sends every token to ``expert``; restored on exit.
+    """Inside the block, every part of ``model`` routed by a domain -> expert table uses ``expert``; restored on exit.
 
-    Each router is restored even when the block (or forcing a later router) raises. Only for models
-    whose routers have a domain -> expert table; raises ValueError for an expert outside the layer's.
+    Such parts say so with a ``forced(expert)`` context manager: the routers of MoE layers (GEM's) and
+    GEMGR-DINO's per-expert query sets. Each is restored even when the block (or forcing a later part)
+    raises. Only for models routed by a table; raises ValueError for an expert outside the model's.
     """
     with ExitStack() as forced:
-        for layer in model.modules():
-            if isinstance(layer, MoELayer):
-                forced.enter_context(layer.router.forced(expert))
+        for module in model.modules():
+            force = getattr(module, "forced", None)
+            if callable(force):
+                forced.enter_context(force(expert))
         yield model
 
 
@@ -59,14 +60,15 @@ def cross_expert_accuracy(cfg: DictConfig, run_dir: Location, checkpoint: Locati
     }
     with checkpoint.local_copy() as folder:
         read_checkpoint(folder, model, None, expected)
-    tensors = DomainTensors(mixture, cfg.data.image_size)
+    task = task_of(mixture)
+    data = task.data(mixture, cfg.data.image_size)
     domains = range(len(mixture.domains))
     matrix: dict[str, list[float]] = {name: [] for name in mixture.names}
     for expert in range(cfg.moe.num_experts):
         with forced_expert(model, expert):
-            results = evaluate_domains(model, tensors, domains, cfg.data.eval_split, cfg.trainer.eval_batch_size)
+            results = task.evaluate(model, data, domains, cfg.data.eval_split, cfg.trainer.eval_batch_size)
         for d, result in results.items():
-            matrix[mixture.names[d]].append(result["accuracy"])
+            matrix[mixture.names[d]].append(result[task.metric])
     return matrix
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import torch.distributed as dist
 
 from gemlab.engine.checkpoint import read_checkpoint, write_checkpoint
+from gemlab.engine.outputs import domain_scores, mean_score
 from gemlab.engine.resume import ResumePoint, checkpoint_name, find_resume_point
 from gemlab.engine.worker import Worker, role_summary
 from gemlab.storage import Location
@@ -104,6 +105,7 @@ def _record(worker: Worker, window: _Window, step: int) -> dict[str, Any] | None
     samples = sum(r["samples"] for r in ranks)
     return {
         "step": step,
+        "metric": worker.task.metric,
         "domains": {name: evaluation[name] for name in names if name in evaluation},
         "train": dict(train),
         "samples_per_s": samples / seconds if seconds > 0 else 0.0,
@@ -112,11 +114,23 @@ def _record(worker: Worker, window: _Window, step: int) -> dict[str, Any] | None
     }
 
 
+def _previews(worker: Worker) -> dict[str, Any]:
+    """Every rank's preview images of its domains, by domain name, on rank 0 (a collective).
+
+    They go to the driver's TensorBoard log with the progress event, not into the history that
+    checkpoints carry.
+    """
+    mine = worker.task.previews(worker.model, worker.data, worker.role.eval_domains, worker.cfg["data"]["eval_split"])
+    names = worker.mixture.names
+    return {names[d]: image for r in _gather(mine) for d, image in r.items()}
+
+
 def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """The record as flat scalars, for ``ray.train.report`` (and Tune's schedulers)."""
-    accuracies = [r["accuracy"] for r in record["domains"].values()]
-    metrics = {"step": record["step"], "accuracy": sum(accuracies) / len(accuracies)}
-    metrics.update({f"accuracy/{name}": r["accuracy"] for name, r in record["domains"].items()})
+    """The record as flat scalars, for ``ray.train.report`` (and Tune's schedulers): the task metric's mean and
+    per-domain values (``accuracy``, ``accuracy/<domain>``; ``ap``, ``ap/<domain>``) and the training losses."""
+    metric = record["metric"]
+    metrics = {"step": record["step"], metric: mean_score(record)}
+    metrics.update({f"{metric}/{name}": score for name, score in domain_scores(record).items()})
     metrics.update({f"train/{key}": value for key, value in record["train"].items()})
     return metrics
 
@@ -170,6 +184,7 @@ def train_loop(config: dict[str, Any]) -> list[dict[str, Any]] | None:
         if step % trainer["eval_interval"] and step != trainer["max_steps"]:
             continue
         record = _record(worker, window, step)
+        previews = _previews(worker) if progress is not None else {}  # the same on every rank: a collective
         if record is not None:
             history.append(record)
         with tempfile.TemporaryDirectory() as folder:
@@ -181,6 +196,6 @@ def train_loop(config: dict[str, Any]) -> list[dict[str, Any]] | None:
                 checkpoint_dir_name=checkpoint_name(step, resume.taken),
             )
         if record is not None and progress is not None:
-            progress.put({"event": "eval", **record})
+            progress.put({"event": "eval", **record, "previews": previews})
         window = _Window()
     return history if rank == 0 else None

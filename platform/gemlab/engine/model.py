@@ -39,17 +39,34 @@ def configured_router(cfg: Mapping) -> RouterSpec:
     return spec
 
 
+def uses_experts(cfg: Mapping) -> bool:
+    """Whether the configured model holds experts (a dense baseline does not); raises ConfigError as
+    :func:`configured_model`."""
+    spec, options = configured_model(cfg)
+    return spec.uses_experts(options)
+
+
+def method_label(cfg: Mapping) -> str:
+    """The routing method a run is recorded under: its router, or ``dense`` for a model without experts."""
+    return cfg["router"]["name"] if uses_experts(cfg) else "dense"
+
+
 def needs_plan(cfg: Mapping) -> bool:
-    """Whether the configured router follows a plan; raises ConfigError as :func:`configured_router`."""
-    return configured_router(cfg).plan_level is not None
+    """Whether the run follows a plan: a model with experts under a planned router.
+
+    Raises ConfigError as :func:`configured_router` and :func:`configured_model`.
+    """
+    return uses_experts(cfg) and configured_router(cfg).plan_level is not None
 
 
 def class_counts(mixture: DomainMixture) -> list[int]:
-    """Training images per global class."""
+    """Training images per global class (an image counts once for each class it shows)."""
     counts: Counter = Counter()
     for domain_id, domain in enumerate(mixture.domains):
         to_global = mixture.labels.local_to_global[domain_id]
-        counts.update(to_global[s.label] for s in domain.split("train"))
+        for sample in domain.split("train"):
+            shown = {sample.label} if sample.label is not None else set(sample.category_ids)
+            counts.update(to_global[c] for c in shown)
     return [counts[c] for c in range(len(mixture.labels.names))]
 
 
@@ -75,7 +92,7 @@ def routing_table(cfg: Mapping, mixture: DomainMixture, plan) -> tuple[int, ...]
     Raises ConfigError when the table cannot be made (no plan, too little capacity).
     """
     spec = configured_router(cfg)
-    if not spec.expert_parallel:
+    if not spec.expert_parallel or not uses_experts(cfg):
         return None
     try:
         return tuple(spec.domain_table(run_facts(cfg, mixture, plan)))
@@ -106,6 +123,12 @@ def configured_model(cfg: Mapping) -> tuple[ModelSpec, dict[str, Any]]:
 
 def _build(cfg: Mapping, mixture: DomainMixture, moe: MoELayers, criterion: nn.Module | None) -> nn.Module:
     spec, options = configured_model(cfg)
+    task = mixture.domains[0].task
+    if spec.task != task:
+        raise ConfigError(
+            f"model={spec.name} is a {spec.task} model, but the data's domains are {task}: "
+            f"choose a {task} model with model=<name> (docs/experiments.md lists them)"
+        )
     parts = ModelParts(len(mixture.labels.names), cfg["data"]["image_size"], moe, criterion)
     torch.manual_seed(cfg["seed"])
     try:

@@ -17,15 +17,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from gemlab.engine.model import needs_plan
+from gemlab.engine.model import method_label, needs_plan
 from gemlab.results_schema import (
-    ACCURACY,
     ALL_DOMAINS,
     ALLREDUCE_BYTES_PER_STEP,
     CPU_MS_PER_SAMPLE,
     CROSS_EXPERT,
     EXPERT_LOAD,
-    LOSS,
     RESULTS_FILE,
     SAMPLES_PER_S,
     arrow_schema,
@@ -43,7 +41,7 @@ def key_fields(cfg: DictConfig, name: str) -> dict[str, Any]:
     return {
         "run": name,
         "tag": cfg.tag,
-        "router": cfg.router.name,
+        "router": method_label(cfg),
         "strategy": cfg.plan.strategy if planned else None,
         "precision": cfg.plan.precision if planned and cfg.plan.strategy == "gem" else None,
         "num_experts": cfg.moe.num_experts,
@@ -51,16 +49,32 @@ def key_fields(cfg: DictConfig, name: str) -> dict[str, Any]:
     }
 
 
+def domain_scores(record: dict[str, Any]) -> dict[str, float]:
+    """Each domain's score in the record's task metric (``record["metric"]``: accuracy, ap)."""
+    return {name: result[record["metric"]] for name, result in record["domains"].items()}
+
+
+def mean_score(record: dict[str, Any]) -> float:
+    """The mean over domains of the record's task metric."""
+    scores = list(domain_scores(record).values())
+    return sum(scores) / len(scores)
+
+
 def record_metrics(record: dict[str, Any]) -> list[tuple[str, str, float]]:
-    """(domain, metric, value) triples of one evaluation record; raises KeyError for a record without a field."""
+    """(domain, metric, value) triples of one evaluation record; raises KeyError for a record without a field.
+
+    Every scalar a task reports for a domain (accuracy and loss; ap, ap50 ...) is a row, and its mean
+    over domains a row of the ``all`` domain.
+    """
     rows = []
     for domain, result in record["domains"].items():
-        rows += [(domain, ACCURACY, result["accuracy"]), (domain, LOSS, result["loss"])]
-        rows += [(domain, expert_metric(EXPERT_LOAD, j), share) for j, share in enumerate(result["expert_load"])]
-    for domain, accuracies in record.get("cross_expert", {}).items():
-        rows += [(domain, expert_metric(CROSS_EXPERT, j), value) for j, value in enumerate(accuracies)]
-    accuracies = [r["accuracy"] for r in record["domains"].values()]
-    rows.append((ALL_DOMAINS, ACCURACY, sum(accuracies) / len(accuracies)))
+        rows += [(domain, metric, value) for metric, value in result.items() if metric != EXPERT_LOAD]
+        rows += [(domain, expert_metric(EXPERT_LOAD, j), share) for j, share in enumerate(result[EXPERT_LOAD])]
+    for domain, scores in record.get("cross_expert", {}).items():
+        rows += [(domain, expert_metric(CROSS_EXPERT, j), value) for j, value in enumerate(scores)]
+    results = list(record["domains"].values())
+    for metric in (m for m in results[0] if m != EXPERT_LOAD):
+        rows.append((ALL_DOMAINS, metric, sum(r[metric] for r in results) / len(results)))
     rows += [(ALL_DOMAINS, train_metric(key), value) for key, value in record["train"].items()]
     rows.append((ALL_DOMAINS, SAMPLES_PER_S, record["samples_per_s"]))
     rows.append((ALL_DOMAINS, CPU_MS_PER_SAMPLE, record["cpu_ms_per_sample"]))
@@ -100,7 +114,7 @@ def write_results(run_dir: Location, cfg: DictConfig, name: str, history: Sequen
 
 
 class TensorBoardLog:
-    """Scalars per domain and per loss, and the routing heatmap as an image, for each evaluation.
+    """Scalars per domain and per loss, the routing heatmap and any preview images, for each evaluation.
 
     Event files are appended to as a run goes on, which an object store cannot do: for a run stored
     there, events are written to a local folder and the folder is uploaded after every evaluation.
@@ -119,6 +133,8 @@ class TensorBoardLog:
             if not metric.startswith(f"{EXPERT_LOAD}/"):
                 self.writer.add_scalar(f"{metric}/{domain}", value, step)
         self.writer.add_figure("routing/expert_load", routing_heatmap(record), step)
+        for domain, image in record.get("previews", {}).items():  # detection: predicted boxes on a val image
+            self.writer.add_image(f"predictions/{domain}", image, step)
         self.writer.flush()
         if self.staging is not None:
             self.target.upload(self.staging)
@@ -153,25 +169,23 @@ def routing_heatmap(record: dict[str, Any]):
 
 def progress_line(label: str, record: dict[str, Any], max_steps: int) -> str:
     """One readable line per evaluation."""
-    domains = record["domains"]
-    mean = sum(r["accuracy"] for r in domains.values()) / len(domains)
-    per_domain = " ".join(f"{name} {r['accuracy']:.3f}" for name, r in domains.items())
+    per_domain = " ".join(f"{name} {score:.3f}" for name, score in domain_scores(record).items())
     loss = record["train"].get("loss")
     loss_text = f"loss {loss:.3f}  " if loss is not None else ""
     return (
-        f"[{label}] step {record['step']:>5}/{max_steps}  {loss_text}acc {mean:.3f}  ({per_domain})  "
+        f"[{label}] step {record['step']:>5}/{max_steps}  {loss_text}{record['metric']} {mean_score(record):.3f}  "
+        f"({per_domain})  "
         f"{record['samples_per_s']:,.0f} samples/s"
     )
 
 
 def comparison_table(columns: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    """Per-domain accuracy of several runs' last evaluations, side by side (Markdown)."""
+    """Per-domain scores (the task metric) of several runs' last evaluations, side by side (Markdown)."""
     domains = list(columns[0][1]["domains"])
     header = "| domain | " + " | ".join(label for label, _ in columns) + " |"
     lines = [header, "|---|" + "---:|" * len(columns)]
     for domain in domains:
-        cells = [f"{record['domains'][domain]['accuracy']:.3f}" for _, record in columns]
+        cells = [f"{domain_scores(record)[domain]:.3f}" for _, record in columns]
         lines.append(f"| {domain} | " + " | ".join(cells) + " |")
-    means = [sum(r["accuracy"] for r in rec["domains"].values()) / len(rec["domains"]) for _, rec in columns]
-    lines.append("| **mean** | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    lines.append("| **mean** | " + " | ".join(f"{mean_score(record):.3f}" for _, record in columns) + " |")
     return "\n".join(lines)

@@ -20,8 +20,9 @@ from omegaconf import DictConfig
 from gemlab.data.errors import DataError
 from gemlab.data.mixture import DomainMixture
 from gemlab.engine.config import ConfigError, as_plain, default_capacity, identity, identity_digest, run_name
-from gemlab.engine.data import DomainTensors, build_mixture, resolve
+from gemlab.engine.data import build_mixture, resolve
 from gemlab.engine.model import build_model, build_stem, needs_plan, routing_table
+from gemlab.engine.tasks import task_of
 from gemlab.errors import user_message
 from gemlab.plan.affinity import affinity_from_features
 from gemlab.plan.errors import PlanError
@@ -83,17 +84,20 @@ def task_features(cfg: DictConfig, mixture: DomainMixture) -> tuple[np.ndarray, 
     model = build_stem(as_plain(cfg), mixture).eval()
     if cfg.affinity.backbone != "init":
         _load_backbone(model, cfg.affinity.backbone)
-    tensors, split = DomainTensors(mixture, cfg.data.image_size), cfg.data.calibration_split
+    data, split = task_of(mixture).data(mixture, cfg.data.image_size), cfg.data.calibration_split
     by_domain = cfg.plan.level == "domain"
     num_tasks = len(mixture.domains) if by_domain else len(mixture.labels.names)
     sums, counts, pool = None, np.zeros(num_tasks), []
     for d in range(len(mixture.domains)):
-        part = tensors.split(d, split)
-        take = np.random.default_rng([cfg.seed, d]).permutation(len(part["labels"]))[: cfg.affinity.samples_per_domain]
-        features = model.features(part["images"][torch.as_tensor(take)]).double().numpy()
-        tasks = np.full(len(take), d) if by_domain else part["labels"][torch.as_tensor(take)].numpy()
+        images, classes = data.calibration(d, split, cfg.affinity.samples_per_domain, cfg.seed)
+        features = model.features(images).double().numpy()
+        # a sample counts for its domain, or for each class it shows (a detection image shows several)
+        pairs = (
+            [(i, d) for i in range(len(classes))] if by_domain else [(i, c) for i, cs in enumerate(classes) for c in cs]
+        )
+        samples, tasks = np.array(pairs, dtype=np.int64).reshape(-1, 2).T  # (sample, task) pairs
         sums = np.zeros((num_tasks, features.shape[1])) if sums is None else sums
-        np.add.at(sums, tasks, features)
+        np.add.at(sums, tasks, features[samples])
         np.add.at(counts, tasks, 1)
         pool.append(features)
     names = list(mixture.names) if by_domain else list(mixture.labels.names)
@@ -179,7 +183,7 @@ def check_resumable(cfg: DictConfig, run_dir: Location, plan: Plan | None) -> No
         return
     if cfg.resume == "never":
         raise ConfigError(f"resume=never: {run_dir} already holds a run; choose another name or resume=auto")
-    previous = _run_record(record)
+    previous = read_run_record(record)
     if previous["identity_digest"] != identity_digest(cfg):
         old, new = _flatten(previous["identity"]), _flatten(identity(cfg))
         changed = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
@@ -191,7 +195,7 @@ def check_resumable(cfg: DictConfig, run_dir: Location, plan: Plan | None) -> No
         )
 
 
-def _run_record(record: Location) -> dict:
+def read_run_record(record: Location) -> dict:
     """A run folder's ``run.json``; raises ConfigError naming it when it is not one gemlab wrote."""
     try:
         previous = json.loads(record.read_text())

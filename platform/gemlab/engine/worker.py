@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from gemlab.data.sampler import MixtureSampler
-from gemlab.engine.data import DomainTensors, build_mixture
-from gemlab.engine.evaluate import evaluate_domains, model_inputs
+from gemlab.engine.data import build_mixture
 from gemlab.engine.model import build_model
 from gemlab.engine.parallel import GradientSync, WorkerRole, data_parallel_role, expert_parallel_role
+from gemlab.engine.tasks import task_of
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -25,11 +25,12 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 
 class Worker:
-    """Builds this rank's model (shared trunk + its experts), optimizer, gradient sync and sampler."""
+    """Builds this rank's model (shared trunk + its experts), optimizer, gradient sync, task data and sampler."""
 
     def __init__(self, cfg: Mapping[str, Any], plan, table: tuple[int, ...] | None, rank: int, world_size: int):
         self.cfg, self.table = cfg, table
         self.mixture = build_mixture(cfg["data"], cfg["seed"])
+        self.task = task_of(self.mixture)
         num_experts = cfg["moe"]["num_experts"]
         if table is not None:
             self.role = expert_parallel_role(table, self.mixture.weights, num_experts, rank, world_size)
@@ -41,7 +42,7 @@ class Worker:
             self.model.parameters(), lr=trainer["lr"], weight_decay=trainer["weight_decay"]
         )
         self.sync = GradientSync(self.model, self.role)
-        self.tensors = DomainTensors(self.mixture, cfg["data"]["image_size"])
+        self.data = self.task.data(self.mixture, cfg["data"]["image_size"])
         self.sampler = (
             MixtureSampler(self.mixture, trainer["batch_size"], cfg["seed"], rank, self.role.train_domains)
             if self.role.train_domains
@@ -63,11 +64,8 @@ class Worker:
         self.optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = {}
         if self.sampler is not None:
-            batch = self.tensors.batch(self.batch_pairs(step))
-            out = self.model(batch["images"], **model_inputs(batch, with_labels=True))
-            task = self.model.criterion(out.logits, batch["labels"])  # cross-entropy, or the router's own loss
-            ((task + out.aux_loss) * self.role.mass).backward()
-            stats = {"loss": task.item(), **{f"aux/{k}": v.item() for k, v in out.aux_losses.items()}}
+            loss, stats = self.task.loss(self.model, self.data.batch(self.batch_pairs(step)))
+            (loss * self.role.mass).backward()
         self.sync()
         return stats
 
@@ -78,7 +76,7 @@ class Worker:
 
     def evaluate(self) -> dict[int, dict[str, Any]]:
         split, batch_size = self.cfg["data"]["eval_split"], self.cfg["trainer"]["eval_batch_size"]
-        return evaluate_domains(self.model, self.tensors, self.role.eval_domains, split, batch_size)
+        return self.task.evaluate(self.model, self.data, self.role.eval_domains, split, batch_size)
 
 
 def role_summary(role: WorkerRole) -> dict[str, Any]:
