@@ -65,3 +65,13 @@ class RoundRobinPlan:
 
     def __init__(self, tasks: int, num_experts: int) -> None:
         self.num_experts, self.assignment = num_experts, np.arange(tasks) % num_experts
+
+
+def giou_written_out(a, b) -> float:
+    """Generalised IoU of two cxcywh boxes, written out (Rezatofighi et al., 2019); raises nothing."""
+    ax1, ay1, ax2, ay2 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx1, by1, bx2, by2 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    hull = (max(ax2, bx2) - min(ax1, bx1)) * (max(ay2, by2) - min(ay1, by1))
+    return inter / union - (hull - union) / hull

@@ -7,6 +7,7 @@ import torch
 
 from gemlab.models.detection.criterion import DetectionCriterion, LossTerms
 from gemlab.models.detection.structures import DenoisingLayout, DetectionOutput, DetectionTargets, Prediction
+from helpers import giou_written_out
 
 CLASSES = 5
 ALPHA, GAMMA = 0.25, 2.0
@@ -49,15 +50,6 @@ def _focal(logit: float, positive: bool) -> float:
     return -alpha_t * (1 - p_t) ** GAMMA * math.log(p_t)
 
 
-def _giou(a, b) -> float:
-    ax1, ay1, ax2, ay2 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
-    bx1, by1, bx2, by2 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
-    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    hull = (max(ax2, bx2) - min(ax1, bx1)) * (max(ay2, by2) - min(ay1, by1))
-    return inter / union - (hull - union) / hull
-
-
 def _expected(prediction: Prediction, targets: DetectionTargets, pairs, supervised, normaliser) -> dict[str, float]:
     """The unweighted terms written out: ``pairs[b]`` lists (query, object), ``supervised[b]`` the queries in the
     class loss; classes the image does not annotate are skipped."""
@@ -71,7 +63,7 @@ def _expected(prediction: Prediction, targets: DetectionTargets, pairs, supervis
         for q, j in pairs[b]:
             predicted, truth = prediction.boxes[b, q].tolist(), targets.boxes[b][j].tolist()
             terms["box"] += sum(abs(x - y) for x, y in zip(predicted, truth, strict=True))
-            terms["giou"] += 1 - _giou(predicted, truth)
+            terms["giou"] += 1 - giou_written_out(predicted, truth)
     return {name: value / normaliser for name, value in terms.items()}
 
 

@@ -8,6 +8,7 @@ import torch
 
 from gemlab.models.detection.matcher import HungarianMatcher
 from gemlab.models.detection.structures import DetectionTargets, Prediction
+from helpers import giou_written_out
 
 
 def _random_boxes(generator: torch.Generator, count: int) -> torch.Tensor:
@@ -31,23 +32,13 @@ def _case(seed: int, queries: int, counts: list[int], classes: int = 4):
     return prediction, targets
 
 
-def _giou(a, b) -> float:
-    """Generalised IoU of two cxcywh boxes, written out (Rezatofighi et al., 2019)."""
-    ax1, ay1, ax2, ay2 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
-    bx1, by1, bx2, by2 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
-    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    hull = (max(ax2, bx2) - min(ax1, bx1)) * (max(ay2, by2) - min(ay1, by1))
-    return inter / union - (hull - union) / hull
-
-
 def _pair_cost(logit: float, predicted, target, alpha=0.25, gamma=2.0) -> float:
     """L_match of one (query, object) pair with the default weights, in plain Python."""
     p = 1 / (1 + math.exp(-logit))
     positive = alpha * (1 - p) ** gamma * -math.log(p)
     negative = (1 - alpha) * p**gamma * -math.log(1 - p)
     l1 = sum(abs(x - y) for x, y in zip(predicted, target, strict=True))
-    return 2.0 * (positive - negative) + 5.0 * l1 - 2.0 * _giou(predicted, target)
+    return 2.0 * (positive - negative) + 5.0 * l1 - 2.0 * giou_written_out(predicted, target)
 
 
 @pytest.mark.parametrize("seed", range(6))

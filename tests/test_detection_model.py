@@ -161,7 +161,10 @@ def test_every_variant_runs_forward_and_backward(experts_in):
     assert len(out.intermediate) == 1 and len(out.denoising) == 2
     assert out.layout.size == out.denoising[0].logits.shape[1] == 2 * 2 * 2
     assert out.proposals.logits.shape == (2, 6, CLASSES)
-    assert len(out.routings) == (2 if experts_in == "ffn" else 0)
+    # one routing per decoder MoE layer; GEMGR records which expert's 6 queries each of the 2 images used
+    assert len(out.routings) == {"none": 0, "ffn": 2, "queries": 1}[experts_in]
+    if experts_in == "queries":
+        assert out.routings[0].counts.tolist() == [6, 6]
     assert all(bool(((p.boxes >= 0) & (p.boxes <= 1)).all()) for p in [out.final, *out.denoising])
     loss = sum(p.boxes.sum() + p.logits.sigmoid().sum() for p in [out.final, out.proposals, *out.denoising])
     (loss + out.aux_loss).backward()

@@ -110,7 +110,7 @@ def _check_structure(file: Path, data: Any) -> None:
         raise DataError(f"{not_coco}: duplicate category id(s) {repeated}")
 
 
-def _index(data: dict) -> COCO:
+def quiet_index(data: dict) -> COCO:
     """pycocotools' index of the (already checked) dataset, without its progress prints."""
     coco = COCO()
     coco.dataset = data
@@ -142,7 +142,7 @@ def read_coco_split(annotations: Path, images: Path, *, lenient: bool = False) -
     _check_structure(annotations, data)
     if not images.is_dir():
         raise DataError(f"{annotations}: images folder {images} does not exist")
-    coco = _index(data)
+    coco = quiet_index(data)
     bad, files, root = BadRecords(lenient), ExistingFiles(), images.resolve()
     excluded: set[int] = set()  # image ids skipped together with their annotations
     counts = Counter(image["id"] for image in data["images"])

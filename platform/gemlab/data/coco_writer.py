@@ -11,6 +11,26 @@ from gemlab.data.records import Category, Sample
 from gemlab.files import write_text_atomically
 
 
+def sample_annotations(sample: Sample, first_id: int) -> list[dict]:
+    """A sample's COCO annotations, ids from ``first_id``: its boxes, then its crowd regions (``iscrowd: 1``).
+
+    Areas are box areas (gemlab keeps no segmentations). Raises nothing.
+    """
+    records = [(0, box, c) for box, c in zip(sample.boxes, sample.category_ids, strict=True)]
+    records += [(1, box, c) for box, c in zip(sample.crowd_boxes, sample.crowd_category_ids, strict=True)]
+    return [
+        {
+            "id": first_id + number,
+            "image_id": sample.image_id,
+            "category_id": category_id,
+            "bbox": [float(v) for v in box],
+            "area": float(box[2] * box[3]),
+            "iscrowd": crowd,
+        }
+        for number, (crowd, box, category_id) in enumerate(records)
+    ]
+
+
 def coco_dict(categories: Sequence[Category], samples: Sequence[Sample], images_root: Path) -> dict:
     """The COCO dictionary of a split; image file names are relative to ``images_root``.
 
@@ -30,21 +50,7 @@ def coco_dict(categories: Sequence[Category], samples: Sequence[Sample], images_
                 **({"metadata": dict(sample.metadata)} if sample.metadata else {}),
             }
         )
-        for crowd, boxes, category_ids in (
-            (0, sample.boxes, sample.category_ids),
-            (1, sample.crowd_boxes, sample.crowd_category_ids),
-        ):
-            for box, category_id in zip(boxes, category_ids, strict=True):
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": sample.image_id,
-                        "category_id": category_id,
-                        "bbox": [float(v) for v in box],
-                        "area": float(box[2] * box[3]),
-                        "iscrowd": crowd,
-                    }
-                )
+        annotations += sample_annotations(sample, first_id=len(annotations) + 1)
     return {
         "images": images,
         "annotations": annotations,

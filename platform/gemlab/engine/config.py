@@ -158,7 +158,12 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
 
 
 def identity_digest(cfg: DictConfig) -> str:
-    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()
+    return digest_of(identity(cfg))
+
+
+def digest_of(identity_keys: dict[str, Any]) -> str:
+    """The SHA-256 of an identity (as :func:`identity` gives it, or as ``run.json`` records it)."""
+    return hashlib.sha256(json.dumps(identity_keys, sort_keys=True).encode()).hexdigest()
 
 
 def run_name(cfg: DictConfig) -> str:

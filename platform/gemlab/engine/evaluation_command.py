@@ -21,21 +21,19 @@ from __future__ import annotations
 
 import argparse
 import errno
-import hashlib
-import json
 import re
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gemlab.results_schema import EXPERT_LOAD
+
 if TYPE_CHECKING:
     import pyarrow as pa
     from omegaconf import DictConfig
 
     from gemlab.storage import Location
-
-EXPERT_LOAD = "expert_load"  # results_schema.EXPERT_LOAD: a list per domain, not a scalar metric
 
 
 def _positive(text: str) -> int:
@@ -121,7 +119,7 @@ def run_config(run_dir: Location) -> tuple[DictConfig, dict[str, Any]]:
     """
     from omegaconf import OmegaConf
 
-    from gemlab.engine.config import ConfigError, as_plain, compose_config, validate
+    from gemlab.engine.config import ConfigError, as_plain, compose_config, digest_of, validate
     from gemlab.engine.prepare import RUN_FILE, read_run_record
 
     record_file = run_dir / RUN_FILE
@@ -129,9 +127,7 @@ def run_config(run_dir: Location) -> tuple[DictConfig, dict[str, Any]]:
         what = "no such folder" if not run_dir.exists() else f"no {RUN_FILE}, which gemlab train writes in a run folder"
         raise ConfigError(f"{run_dir}: not a run folder ({what})")
     record = read_run_record(record_file)
-    # identity_digest's hash, of the identity as recorded: an identity edited by hand builds another model
-    digest = hashlib.sha256(json.dumps(record["identity"], sort_keys=True).encode()).hexdigest()
-    if digest != record["identity_digest"]:
+    if digest_of(record["identity"]) != record["identity_digest"]:  # edited by hand: it builds another model
         raise ConfigError(f"{record_file}: its identity is not the one its identity_digest records (edited?)")
     cfg = OmegaConf.create(_over(as_plain(compose_config([])), record["identity"]))
     try:
@@ -264,16 +260,14 @@ def evaluation_table(cfg: DictConfig, evaluation: Evaluation) -> pa.Table:
     domain, and each scalar's mean under the ``all`` domain, at the checkpoint's step. Raises nothing."""
     import pyarrow as pa
 
-    from gemlab.engine.outputs import key_fields
-    from gemlab.results_schema import ALL_DOMAINS, arrow_schema, expert_metric
+    from gemlab.engine.outputs import domain_metrics, key_fields
+    from gemlab.results_schema import arrow_schema
 
-    triples = []
-    for domain, result in evaluation.domains.items():
-        triples += [(domain, metric, result[metric]) for metric in evaluation.scalar_metrics()]
-        triples += [(domain, expert_metric(EXPERT_LOAD, j), s) for j, s in enumerate(result[EXPERT_LOAD])]
-    triples += [(ALL_DOMAINS, metric, value) for metric, value in evaluation.means().items()]
     fields = key_fields(cfg, evaluation.name)
-    rows = [{**fields, "domain": d, "metric": m, "step": evaluation.step, "value": float(v)} for d, m, v in triples]
+    rows = [
+        {**fields, "domain": d, "metric": m, "step": evaluation.step, "value": float(v)}
+        for d, m, v in domain_metrics(evaluation.domains)
+    ]
     return pa.Table.from_pylist(rows, schema=arrow_schema())
 
 

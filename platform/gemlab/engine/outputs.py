@@ -60,21 +60,28 @@ def mean_score(record: dict[str, Any]) -> float:
     return sum(scores) / len(scores)
 
 
+def domain_metrics(domains: dict[str, dict[str, Any]]) -> list[tuple[str, str, float]]:
+    """(domain, metric, value) triples of one evaluation's domain results: each scalar metric and expert share,
+    and each scalar's mean over domains under ``all`` (NaN when a domain's is NaN). Raises nothing."""
+    rows = []
+    for domain, result in domains.items():
+        rows += [(domain, metric, value) for metric, value in result.items() if metric != EXPERT_LOAD]
+        rows += [(domain, expert_metric(EXPERT_LOAD, j), share) for j, share in enumerate(result[EXPERT_LOAD])]
+    results = list(domains.values())
+    for metric in (m for m in results[0] if m != EXPERT_LOAD):
+        rows.append((ALL_DOMAINS, metric, sum(r[metric] for r in results) / len(results)))
+    return rows
+
+
 def record_metrics(record: dict[str, Any]) -> list[tuple[str, str, float]]:
     """(domain, metric, value) triples of one evaluation record; raises KeyError for a record without a field.
 
     Every scalar a task reports for a domain (accuracy and loss; ap, ap50 ...) is a row, and its mean
     over domains a row of the ``all`` domain.
     """
-    rows = []
-    for domain, result in record["domains"].items():
-        rows += [(domain, metric, value) for metric, value in result.items() if metric != EXPERT_LOAD]
-        rows += [(domain, expert_metric(EXPERT_LOAD, j), share) for j, share in enumerate(result[EXPERT_LOAD])]
+    rows = domain_metrics(record["domains"])
     for domain, scores in record.get("cross_expert", {}).items():
         rows += [(domain, expert_metric(CROSS_EXPERT, j), value) for j, value in enumerate(scores)]
-    results = list(record["domains"].values())
-    for metric in (m for m in results[0] if m != EXPERT_LOAD):
-        rows.append((ALL_DOMAINS, metric, sum(r[metric] for r in results) / len(results)))
     rows += [(ALL_DOMAINS, train_metric(key), value) for key, value in record["train"].items()]
     rows.append((ALL_DOMAINS, SAMPLES_PER_S, record["samples_per_s"]))
     rows.append((ALL_DOMAINS, CPU_MS_PER_SAMPLE, record["cpu_ms_per_sample"]))

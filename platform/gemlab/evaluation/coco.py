@@ -28,23 +28,15 @@ import math
 from collections.abc import Sequence
 
 import torch
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from gemlab.data.coco import quiet_index
+from gemlab.data.coco_writer import sample_annotations
 from gemlab.data.domain import Domain
 from gemlab.data.errors import DataError
 
 # COCOeval.stats[0:6], in order (maxDets = 100, IoU 0.50:0.95 unless named).
 METRICS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
-
-
-def _quiet_index(dataset: dict) -> COCO:
-    """pycocotools' index of ``dataset``, without its progress prints."""
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
 
 
 def ground_truth(domain: Domain, split: str) -> dict:
@@ -63,21 +55,7 @@ def ground_truth(domain: Domain, split: str) -> dict:
             raise DataError(f"domain {domain.name!r}, split {split}: image id {sample.image_id} is used twice")
         seen.add(sample.image_id)
         images.append({"id": sample.image_id, "width": sample.width, "height": sample.height})
-        for crowd, boxes, category_ids in (
-            (0, sample.boxes, sample.category_ids),
-            (1, sample.crowd_boxes, sample.crowd_category_ids),
-        ):
-            for box, category_id in zip(boxes, category_ids, strict=True):
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": sample.image_id,
-                        "category_id": category_id,
-                        "bbox": [float(v) for v in box],
-                        "area": float(box[2] * box[3]),
-                        "iscrowd": crowd,
-                    }
-                )
+        annotations += sample_annotations(sample, first_id=len(annotations) + 1)
     categories = [{"id": c.id, "name": c.name} for c in domain.categories]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -94,7 +72,7 @@ class CocoEvaluator:
 
     def __init__(self, domain: Domain, split: str) -> None:
         self.domain, self.split = domain, split
-        self._truth = _quiet_index(ground_truth(domain, split))
+        self._truth = quiet_index(ground_truth(domain, split))
         self._category_ids = frozenset(self._truth.getCatIds())
         self.reset()
 
@@ -142,7 +120,7 @@ class CocoEvaluator:
     def evaluate(self) -> dict[str, float]:
         """The six COCO AP numbers of everything processed since ``reset``; pycocotools' prints are swallowed."""
         truth = self._truth.dataset
-        results = _quiet_index(
+        results = quiet_index(
             {"images": truth["images"], "categories": truth["categories"], "annotations": list(self._detections)}
         )
         with contextlib.redirect_stdout(io.StringIO()):

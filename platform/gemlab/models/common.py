@@ -22,6 +22,15 @@ from gemlab.moe.routing import Routing
 MakeMoELayer = Callable[[int, int], nn.Module]  # (dim, hidden) -> an MoE layer returning (y, routing)
 
 
+def summed_aux_losses(routings: list[Routing]) -> dict[str, torch.Tensor]:
+    """Each named auxiliary loss summed over the MoE layers that produced ``routings``; raises nothing."""
+    aux: dict[str, torch.Tensor] = {}
+    for routing in routings:
+        for name, value in routing.aux_losses.items():
+            aux[name] = aux[name] + value if name in aux else value
+    return aux
+
+
 @dataclass
 class ModelOutput:
     logits: torch.Tensor
@@ -35,11 +44,7 @@ class ModelOutput:
     @classmethod
     def collect(cls, logits: torch.Tensor, routings: list[Routing]) -> ModelOutput:
         """Sum each named auxiliary loss over the model's MoE layers."""
-        aux: dict[str, torch.Tensor] = {}
-        for routing in routings:
-            for name, value in routing.aux_losses.items():
-                aux[name] = aux[name] + value if name in aux else value
-        return cls(logits, aux, routings)
+        return cls(logits, summed_aux_losses(routings), routings)
 
 
 def training_criterion(criterion: nn.Module | None) -> nn.Module:

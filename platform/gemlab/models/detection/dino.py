@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gemlab.models.common import ModelParts
+from gemlab.models.common import ModelParts, summed_aux_losses
 from gemlab.models.detection.backbone import Backbone, build_backbone
 from gemlab.models.detection.criterion import Matches
 from gemlab.models.detection.decoder import DinoDecoder
@@ -135,6 +135,9 @@ class DINO(nn.Module):
             groups.append((index, decoded.predictions))
             routings.extend(decoded.routings)
 
+        query_routing = self.queries.routing(domain, num_queries)  # GEMGR: which expert's queries each sample used
+        if query_routing is not None:
+            routings.append(query_routing)
         layers = _merge(groups)
         split = 0 if denoise is None else denoise.layout.size
         matching = [Prediction(p.logits[:, split:], p.boxes[:, split:]) for p in layers]
@@ -224,15 +227,6 @@ def _merge(groups: list[tuple[torch.Tensor | None, list[Prediction]]]) -> list[P
         boxes = torch.cat([predictions[layer].boxes for _, predictions in groups]).index_select(0, inverse)
         merged.append(Prediction(logits, boxes))
     return merged
-
-
-def summed_aux_losses(routings: list) -> dict[str, torch.Tensor]:
-    """Each named auxiliary loss summed over the MoE layer calls (as :meth:`ModelOutput.collect`)."""
-    aux: dict[str, torch.Tensor] = {}
-    for routing in routings:
-        for name, value in routing.aux_losses.items():
-            aux[name] = aux[name] + value if name in aux else value
-    return aux
 
 
 def build_dino(

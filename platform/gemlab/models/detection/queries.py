@@ -16,15 +16,16 @@ find an MoE layer's FFN experts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
 
 from gemlab.models.detection.heads import PredictionHeads
 from gemlab.moe.experts import ExpertBank
-from gemlab.moe.routers.gem import expert_table
+from gemlab.moe.routers.gem import expert_table, forced_table
+from gemlab.moe.routing import SparseRouting
 
 
 class QuerySet(nn.Module):
@@ -38,6 +39,10 @@ class QuerySet(nn.Module):
     def assign(self, domain: torch.Tensor | None) -> list[tuple[QuerySet, torch.Tensor | None]]:
         """Every sample uses this set: ``[(self, None)]``. Raises nothing."""
         return [(self, None)]
+
+    def routing(self, domain: torch.Tensor | None, num_queries: int) -> SparseRouting | None:
+        """None: one set routes nothing."""
+        return None
 
 
 class ExpertQuerySets(nn.Module):
@@ -73,18 +78,18 @@ class ExpertQuerySets(nn.Module):
             (self.bank.expert(int(e)), torch.nonzero(experts == e).squeeze(1)) for e in torch.unique(experts).tolist()
         ]
 
-    @contextmanager
-    def forced(self, expert: int) -> Iterator[ExpertQuerySets]:
+    def routing(self, domain: torch.Tensor, num_queries: int) -> SparseRouting:
+        """Which expert's set each sample's ``num_queries`` queries used, recorded as an MoE layer's routing is.
+
+        Only its ``counts`` matter (the routing heatmap's row of a domain): nothing is dispatched through it.
+        """
+        experts = self.table.to(domain.device)[domain].repeat_interleave(num_queries)  # (B * Q,), sorted per sample
+        return SparseRouting(None, None, [], torch.bincount(experts, minlength=self.bank.num_experts))
+
+    def forced(self, expert: int) -> AbstractContextManager[ExpertQuerySets]:
         """Every domain uses ``expert``'s queries and heads inside the block (the cross-expert matrix).
 
         The table is restored on exit, also when the block raises. Raises ValueError for an expert
         outside 0..num_experts-1.
         """
-        if not 0 <= expert < self.bank.num_experts:
-            raise ValueError(f"gemgr queries: cannot force expert {expert}; experts are 0..{self.bank.num_experts - 1}")
-        table = self.table
-        self.table = torch.full_like(table, expert)
-        try:
-            yield self
-        finally:
-            self.table = table
+        return forced_table(self, expert, self.bank.num_experts, "gemgr queries")

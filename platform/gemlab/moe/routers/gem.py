@@ -9,7 +9,7 @@ from one domain runs exactly one expert, and a mixed batch is grouped by
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Literal
 
 import torch
@@ -27,6 +27,22 @@ def expert_table(table: Sequence[int], num_experts: int, router: str) -> torch.T
     return table
 
 
+@contextmanager
+def forced_table(owner: nn.Module, expert: int, num_experts: int, what: str) -> Iterator[nn.Module]:
+    """``owner.table`` (a task -> expert buffer) sends every task to ``expert`` inside the block, restored on exit.
+
+    Restored also when the block raises. Raises ValueError naming ``what`` for an expert outside 0..num_experts-1.
+    """
+    if not 0 <= expert < num_experts:
+        raise ValueError(f"{what}: cannot force expert {expert}; experts are 0..{num_experts - 1}")
+    table = owner.table
+    owner.table = torch.full_like(table, expert)
+    try:
+        yield owner
+    finally:
+        owner.table = table
+
+
 class GEMRouter(nn.Module):
     """Routes by ``context.domain`` (``key="domain"``) or ``context.labels`` (``key="label"``, class-level GEM).
 
@@ -39,20 +55,12 @@ class GEMRouter(nn.Module):
         self.register_buffer("table", expert_table(table, num_experts, "gem"), persistent=False)
         self.num_experts, self.key = num_experts, key
 
-    @contextmanager
-    def forced(self, expert: int) -> Iterator[GEMRouter]:
+    def forced(self, expert: int) -> AbstractContextManager[GEMRouter]:
         """Every id goes to ``expert`` inside the block (the cross-expert matrix); the table is restored on exit.
 
         Restored also when the block raises. Raises ValueError for an expert outside 0..num_experts-1.
         """
-        if not 0 <= expert < self.num_experts:
-            raise ValueError(f"gem router: cannot force expert {expert}; experts are 0..{self.num_experts - 1}")
-        table = self.table
-        self.table = torch.full_like(table, expert)
-        try:
-            yield self
-        finally:
-            self.table = table
+        return forced_table(self, expert, self.num_experts, "gem router")
 
     def forward(self, tokens: torch.Tensor, context: RoutingContext) -> SparseRouting:
         ids = context.domain if self.key == "domain" else context.labels
