@@ -108,6 +108,13 @@ def one_good_one_bad(tmp_path: Path) -> list[str]:
     return [good, bad, "--out", str(tmp_path / "out")]
 
 
+def classification_and_detection(tmp_path: Path) -> list[str]:
+    """A classification run's file and a detection run's (its task metric ``ap``): one report takes one task."""
+    detection = changed(valid_rows(), "metric", valid_rows()["metric"].replace("accuracy", "ap"))
+    files = [results(tmp_path, valid_rows(), "cls.parquet"), results(tmp_path, detection, "det.parquet")]
+    return [*files, "--out", str(tmp_path / "out")]
+
+
 def bad_file_in_a_folder(tmp_path: Path) -> list[str]:
     results(tmp_path, valid_rows(), "trial-000/results.parquet")
     (tmp_path / "runs" / "trial-001").mkdir()
@@ -189,6 +196,11 @@ REFUSED = [
     pytest.param(bytes_file(parquet_bytes(valid_rows())[:300]), "not a readable results table", id="truncated"),
     pytest.param(bytes_file(parquet_bytes(pd.DataFrame({"x": [1]}))), "missing columns", id="foreign-table"),
     pytest.param(one_good_one_bad, "bad.parquet: column 'step' holds '100'", id="second-file-bad"),
+    pytest.param(
+        classification_and_detection,
+        "cls.parquet: classification runs (accuracy), ",
+        id="classification-and-detection",
+    ),
     pytest.param(bad_file_in_a_folder, "trial-001/results.parquet: not a readable", id="bad-file-in-folder"),
     pytest.param(folder_without_results, "runs: no results.parquet under this folder", id="folder-without-results"),
     pytest.param(lambda p: [str(p / "nowhere"), "--out", str(p / "out")], "nowhere: no such file", id="absent"),

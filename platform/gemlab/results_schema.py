@@ -14,18 +14,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 RESULTS_FILE = "results.parquet"
-ALL_DOMAINS = "all"  # the domain column of run-level metrics (mean accuracy, training losses, speed)
+ALL_DOMAINS = "all"  # the domain column of run-level metrics (mean task metric, training losses, speed)
 
-# Metrics of each domain, and (under ALL_DOMAINS) their mean over domains.
+# Metrics of each domain, and (under ALL_DOMAINS) their mean over domains: a classification run's accuracy
+# and loss; a detection run's COCO AP (ap, ap50, ap75, ap_small, ap_medium, ap_large; NaN where COCO has
+# nothing to measure, such as a domain without large objects).
 ACCURACY, LOSS = "accuracy", "loss"
+AP = "ap"
+# Each task's metric, the one runs are selected by: every run's table holds exactly one of them under ALL_DOMAINS.
+TASK_METRICS = MappingProxyType({"classification": ACCURACY, "detection": AP})
 # Per-expert families, one metric per expert j: ``expert_load/<j>`` is the share of a domain's tokens routed
-# to expert j, ``cross_expert/<j>`` a domain's accuracy when every token is sent to expert j.
+# to expert j, ``cross_expert/<j>`` a domain's score in the task metric when every token is sent to expert j.
 EXPERT_LOAD, CROSS_EXPERT = "expert_load", "cross_expert"
 EXPERT_METRIC = re.compile(rf"(?P<family>{EXPERT_LOAD}|{CROSS_EXPERT})/(?P<expert>\d+)")
 # Run-level metrics under ALL_DOMAINS: each training statistic as ``train/<key>``, and the speed of training.

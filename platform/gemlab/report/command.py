@@ -3,6 +3,10 @@
     gemlab report runs/quickstart-gem-*/results.parquet runs/quickstart-topk-*/results.parquet --out report/
     gemlab report runs/sweeps/sweep-tiny-1a2b3c4d --out report/      # a folder: every results.parquet in it
 
+Classification runs are selected and reported by accuracy, detection runs
+by COCO AP (``ap``); ``--metric`` reports another (``ap50``, ``loss``), and
+results mixing the two tasks are refused.
+
 Writes ``per_domain.{md,tex,csv}``, ``ablation.{md,tex,csv}`` (when the
 results hold several planner strategies), ``heatmap-<method>.png``,
 ``cross_expert-<method>.png`` (runs with a domain → expert table) and
@@ -28,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "results", nargs="+", help="results.parquet files, or folders holding them (paths or storage URIs: s3://…)"
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for the tables and figures")
-    parser.add_argument("--metric", default="accuracy", help="the metric of the tables and curves (default: accuracy)")
+    parser.add_argument(
+        "--metric",
+        help="the metric of the tables and curves (default: the task metric the results hold, accuracy or ap)",
+    )
 
 
 def _table_texts(frame, metric: str) -> dict[str, str]:
@@ -48,16 +55,18 @@ def run(args: argparse.Namespace) -> int:
     from gemlab.files import write_text_atomically
     from gemlab.report.figures import cross_expert_matrices, parameter_curves, routing_heatmaps
     from gemlab.report.output import check_output_folder, destinations
-    from gemlab.report.results import load_results, unscored_methods
+    from gemlab.report.results import load_results, task_metric, unscored_methods
 
     check_output_folder(args.out)
     frame = load_results(args.results, args.metric)
+    task = task_metric(frame)
+    metric = args.metric or task
     left_out = unscored_methods(frame)
     if left_out:
         names = ", ".join(map(repr, left_out))
-        print(f"gemlab report: note: no finite accuracy to select by, left out: {names}", file=sys.stderr)
-    texts = _table_texts(frame, args.metric)
-    figures = [*routing_heatmaps(frame), *cross_expert_matrices(frame), *parameter_curves(frame, args.metric)]
+        print(f"gemlab report: note: no finite {task} to select by, left out: {names}", file=sys.stderr)
+    texts = _table_texts(frame, metric)
+    figures = [*routing_heatmaps(frame), *cross_expert_matrices(frame), *parameter_curves(frame, metric)]
     paths = destinations(args.out, [*texts, *(figure.file_name for figure in figures)])
     args.out.mkdir(parents=True, exist_ok=True)
     for name, text in texts.items():

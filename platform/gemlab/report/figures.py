@@ -21,8 +21,8 @@ from pandas.api.types import is_bool_dtype
 
 from gemlab.files import atomic_path
 from gemlab.report.output import safe_name
-from gemlab.report.results import domains_of, last_evaluations, selected
-from gemlab.results_schema import ACCURACY, ALL_DOMAINS, CROSS_EXPERT, EXPERT_LOAD, PARAM_PREFIX
+from gemlab.report.results import domains_of, last_evaluations, selected, task_metric
+from gemlab.results_schema import ALL_DOMAINS, CROSS_EXPERT, EXPERT_LOAD, PARAM_PREFIX
 
 
 def _pyplot():
@@ -113,9 +113,10 @@ def _routed_marks(loads: pd.DataFrame, domains: list[str], experts: list[int]) -
 
 
 def cross_expert_matrices(frame: pd.DataFrame) -> list[Figure]:
-    """Per method with a domain → expert table: each domain's accuracy through each expert, its routed one boxed.
+    """Per method with a domain → expert table: each domain's task metric through each expert, its routed one boxed.
 
-    Raises nothing.
+    The task metric (accuracy, ap) names the title and the colour bar. Raises ReportError only for results
+    without a single task metric, which :func:`~gemlab.report.results.load_results` refuses.
     """
     figures = []
     for method, rows in selected(frame).groupby("method"):
@@ -125,8 +126,9 @@ def cross_expert_matrices(frame: pd.DataFrame) -> list[Figure]:
             continue
         values = _matrix(cross, domains, experts)
         marks = _routed_marks(_family(rows, EXPERT_LOAD), domains, experts)
-        title = f"cross-expert accuracy: {method}\n(red box: the expert the domain is routed to)"
-        draw = partial(_heat, domains, experts, values, title, "accuracy", marks)
+        metric = task_metric(frame)
+        title = f"cross-expert {metric}: {method}\n(red box: the expert the domain is routed to)"
+        draw = partial(_heat, domains, experts, values, title, metric, marks)
         figures.append(Figure(f"cross_expert-{safe_name(method)}.png", draw))
     return figures
 
@@ -154,14 +156,17 @@ def _numeric(values: pd.Series) -> pd.Series:
     return numbers.where(np.isfinite(numbers))
 
 
-def parameter_curves(frame: pd.DataFrame, metric: str = ACCURACY) -> list[Figure]:
-    """Mean ``all``-domain metric against each numeric parameter that varies (λ, p, expert count, ...).
+def parameter_curves(frame: pd.DataFrame, metric: str | None = None) -> list[Figure]:
+    """Mean ``all``-domain metric (None: the task metric) against each numeric parameter that varies (λ, p, ...).
 
     Runs without the parameter, or with a value that is not a finite number,
-    drop out of its curve; a parameter with fewer than two such values has none. Raises nothing.
+    and runs whose metric is not finite (NaN: diverged, or nothing COCO could
+    measure) drop out of its curve; a parameter with fewer than two such
+    values has none. Raises ReportError as :func:`cross_expert_matrices` does, only when ``metric`` is None.
     """
+    metric = metric or task_metric(frame)
     last = last_evaluations(frame)
-    scores = last[(last["domain"] == ALL_DOMAINS) & (last["metric"] == metric)]
+    scores = last[(last["domain"] == ALL_DOMAINS) & (last["metric"] == metric) & np.isfinite(last["value"])]
     candidates = [c for c in frame.columns if c.startswith(PARAM_PREFIX)] + ["num_experts", "precision"]
     figures = []
     for column in candidates:

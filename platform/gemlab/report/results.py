@@ -4,9 +4,12 @@ A *run* is one (method, candidate, seed): a method is the router (with its
 planner strategy when that is not GEM's own), a candidate is one setting of
 the swept parameters. Each run is read at its last evaluation, as DomainBed
 reads the final checkpoint. Per method, the candidate with the best mean
-``all``-domain accuracy over its seeds is selected, and its seeds give the
-mean ± std. With a single evaluation split, selection and report share that
-split (an optimistic, oracle-style selection); say so when you quote it.
+``all``-domain task metric over its seeds is selected, and its seeds give the
+mean ± std. The task metric is the one of
+:data:`~gemlab.results_schema.TASK_METRICS` the results hold: accuracy for
+classification runs, COCO AP for detection runs; one report takes one task.
+With a single evaluation split, selection and report share that split (an
+optimistic, oracle-style selection); say so when you quote it.
 
 Results files are checked column by column as they are read, so that a
 damaged or foreign file ends in one line naming it and the column, never
@@ -25,7 +28,6 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype, is_string_dtype
 
 from gemlab.errors import GemlabError
 from gemlab.results_schema import (
-    ACCURACY,
     ALL_DOMAINS,
     COLUMNS,
     CROSS_EXPERT,
@@ -34,12 +36,12 @@ from gemlab.results_schema import (
     PARAM_PREFIX,
     RESULTS_FILE,
     SWEPT_SEED,
+    TASK_METRICS,
     Column,
 )
 from gemlab.storage import Location, StorageError
 
 RUN_KEYS = ["method", "candidate", "seed"]
-SELECTION_METRIC = ACCURACY
 # What the reader checks: names before numbers; a swept seed's column only where a sweep wrote it.
 TEXT_COLUMNS = [c for c in COLUMNS if c.read and c.kind == "text"]
 NUMBER_COLUMNS = [c for c in (*COLUMNS, SWEPT_SEED) if c.read and c.kind != "text"]
@@ -162,31 +164,77 @@ def _metric_names(frame: pd.DataFrame) -> list[str]:
     return sorted({EXPERT_METRIC.sub(lambda m: f"{m['family']}/<j>", m) for m in frame["metric"].unique()})
 
 
-def _check_metrics(files: Sequence[Location], frame: pd.DataFrame, metric: str) -> None:
-    """The selection metric and the reported one must each have a finite value somewhere."""
+def _task_metrics_held(frame: pd.DataFrame) -> list[str]:
+    """The task metrics (accuracy, ap) the results hold under ``all``, in TASK_METRICS' order."""
+    held = set(frame["metric"][frame["domain"] == ALL_DOMAINS])
+    return [metric for metric in TASK_METRICS.values() if metric in held]
+
+
+def task_metric(frame: pd.DataFrame) -> str:
+    """The metric runs are selected by: the one task metric (accuracy, ap) the results hold under ``all``.
+
+    Raises ReportError when they hold none or several (:func:`load_results` refuses such results, naming
+    their files).
+    """
+    held = _task_metrics_held(frame)
+    if len(held) != 1:
+        expected = " or ".join(TASK_METRICS.values())
+        found = " and ".join(held) or "neither"
+        raise ReportError(f"the results hold {found} under {ALL_DOMAINS!r}; a report takes one of {expected}")
+    return held[0]
+
+
+def _check_task(files: Sequence[Location], frames: Sequence[pd.DataFrame]) -> None:
+    """Classification and detection runs are not compared in one report: refuse a mix, naming each task's files."""
+    holding = {metric: [] for metric in TASK_METRICS.values()}
+    for file, frame in zip(files, frames, strict=True):
+        for metric in _task_metrics_held(frame):
+            holding[metric].append(file)
+    if sum(bool(held) for held in holding.values()) > 1:
+        tasks = ", ".join(
+            f"{_named(holding[metric])}: {task} runs ({metric})"
+            for task, metric in TASK_METRICS.items()
+            if holding[metric]
+        )
+        raise ReportError(f"{tasks}; one report takes one task, report each apart")
+
+
+def _check_metrics(files: Sequence[Location], frame: pd.DataFrame, metric: str | None) -> None:
+    """The task metric (to select by) and the reported one must each have a finite value somewhere."""
     if frame.empty:
         raise ReportError(f"{_named(files)}: the results hold no rows")
+    held = ", ".join(map(repr, _metric_names(frame)))
+    tasks = _task_metrics_held(frame)  # at most one, after _check_task
+    if not tasks:
+        wanted = " or ".join(TASK_METRICS.values())
+        raise ReportError(
+            f"{_named(files)}: no finite {ALL_DOMAINS!r}-domain {wanted} to select runs by (the results hold {held})"
+        )
     finite = frame[np.isfinite(frame["value"])]
-    scores = finite[(finite["domain"] == ALL_DOMAINS) & (finite["metric"] == SELECTION_METRIC)]
-    if scores.empty:
-        raise ReportError(f"{_named(files)}: no finite {ALL_DOMAINS!r}-domain {SELECTION_METRIC} to select runs by")
+    if finite[(finite["domain"] == ALL_DOMAINS) & (finite["metric"] == tasks[0])].empty:
+        raise ReportError(f"{_named(files)}: no finite {ALL_DOMAINS!r}-domain {tasks[0]} to select runs by")
+    if metric is None:
+        return
     if metric not in set(frame["metric"]):
-        held = ", ".join(map(repr, _metric_names(frame)))
         raise ReportError(f"{_named(files)}: no metric {metric!r} (--metric); the results hold {held}")
     if metric not in set(finite["metric"]):
         raise ReportError(f"{_named(files)}: every value of the metric {metric!r} is missing (NaN or infinite)")
 
 
-def load_results(paths: Iterable[str | Path], metric: str = SELECTION_METRIC) -> pd.DataFrame:
+def load_results(paths: Iterable[str | Path], metric: str | None = None) -> pd.DataFrame:
     """All rows of the given results files, with ``method`` and ``candidate`` columns added.
 
     Raises ReportError naming the file for a path that cannot be read, a file
     that is not a results table or has a column of the wrong kind, and naming
-    the files when together they hold no rows, nothing to select runs by, or
-    no finite value of ``metric`` (listing the metrics they do hold).
+    the files when together they hold no rows, runs of two tasks
+    (classification and detection), no finite task metric to select runs
+    by, or no finite value of ``metric`` (listing the metrics they do hold;
+    None: the task metric, checked already).
     """
     files = results_files(paths)
-    frame = pd.concat([_read_table(file) for file in files], ignore_index=True)
+    frames = [_read_table(file) for file in files]
+    _check_task(files, frames)
+    frame = pd.concat(frames, ignore_index=True)
     _check_metrics(files, frame, metric)
     frame["method"] = [method_label(r, s) for r, s in zip(frame["router"], frame["strategy"], strict=True)]
     params = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX) and c != SWEPT_SEED.name)
@@ -206,14 +254,15 @@ def last_evaluations(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def selected(frame: pd.DataFrame) -> pd.DataFrame:
-    """Last-evaluation rows of each method's selected candidate (best mean ``all`` accuracy over seeds).
+    """Last-evaluation rows of each method's selected candidate (best mean ``all`` task metric over seeds).
 
-    A candidate without a finite mean accuracy (every seed NaN: a diverged
-    run) cannot be selected; a method with no other is left out (see
-    :func:`unscored_methods`). Raises nothing.
+    The task metric is accuracy or ap, whichever the results hold (results
+    from :func:`load_results` hold one). A candidate without a finite mean
+    (every seed NaN: a diverged run) cannot be selected; a method with no
+    other is left out (see :func:`unscored_methods`). Raises nothing.
     """
     last = last_evaluations(frame)
-    scores = last[(last["domain"] == ALL_DOMAINS) & (last["metric"] == SELECTION_METRIC)]
+    scores = last[(last["domain"] == ALL_DOMAINS) & last["metric"].isin(TASK_METRICS.values())]
     means = scores.groupby(["method", "candidate"])["value"].mean().reset_index()
     means = means[np.isfinite(means["value"])]
     best = means.loc[means.groupby("method")["value"].idxmax(), ["method", "candidate"]]
@@ -221,7 +270,10 @@ def selected(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def unscored_methods(frame: pd.DataFrame) -> list[str]:
-    """Methods without a finite ``all`` accuracy at their last evaluation, so in no table or figure; raises nothing."""
+    """Methods with no finite ``all`` task metric at their last evaluation, so in no table or figure.
+
+    Raises nothing.
+    """
     return sorted(set(frame["method"]) - set(selected(frame)["method"]))
 
 

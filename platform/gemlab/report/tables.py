@@ -1,7 +1,8 @@
 """Tables in the paper's shapes, rendered as Markdown, LaTeX and CSV.
 
 * per-domain table (Table II): one row per method, one column per domain and
-  ``Avg.``; mean ± std over the selected candidate's seeds;
+  ``Avg.``; mean ± std over the selected candidate's seeds, of the task
+  metric (accuracy, or AP for detection) unless another is asked for;
 * mapping-strategy ablation (Table VI): the ``gem`` router under each planner
   strategy, in the paper's order (random, argmax, expert-centric, greedy,
   GEM, exact), then any other strategy the planner registers
@@ -11,6 +12,9 @@ Method and domain names come from results files, which anyone can write:
 each format escapes them (a ``|`` or a newline must not add a Markdown
 column or row, a ``\\`` or ``{`` must not become LaTeX, a comma must not add
 a CSV field).
+
+A cell without a finite value is missing (``–``): a metric COCO could not
+measure for a domain (``ap_large`` where it has no large objects: NaN).
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import io
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from gemlab.plan.strategies import STRATEGIES
-from gemlab.report.results import domains_of, selected
-from gemlab.results_schema import ACCURACY, ALL_DOMAINS
+from gemlab.report.results import domains_of, selected, task_metric
+from gemlab.results_schema import ALL_DOMAINS
 
 # Table VI's rows: the maps GEM is compared with, GEM's own, then the exact MIP it approaches.
 PAPER_STRATEGY_ORDER = ("random", "argmax", "expert_centric", "greedy", "gem", "exact")
@@ -43,13 +48,18 @@ def _cells(rows: pd.DataFrame, columns: list[str]) -> dict[str, tuple[float, flo
     cells = {}
     for column in columns:
         values = rows[rows["domain"] == (ALL_DOMAINS if column == "Avg." else column)]["value"]
-        if len(values):
+        if np.isfinite(values).any():
             cells[column] = (float(values.mean()), float(values.std(ddof=0)), len(values))
     return cells
 
 
-def per_domain_table(frame: pd.DataFrame, metric: str = ACCURACY) -> Table:
-    """Each method's selected candidate: ``metric`` per domain and on average; raises nothing."""
+def per_domain_table(frame: pd.DataFrame, metric: str | None = None) -> Table:
+    """Each method's selected candidate: ``metric`` (None: the task metric) per domain and on average.
+
+    Raises ReportError (from :func:`~gemlab.report.results.task_metric`) only when ``metric`` is None and
+    the results hold no single task metric, which :func:`~gemlab.report.results.load_results` refuses.
+    """
+    metric = metric or task_metric(frame)
     picked = selected(frame)
     picked = picked[picked["metric"] == metric]
     columns = [*domains_of(picked), "Avg."]
@@ -57,11 +67,15 @@ def per_domain_table(frame: pd.DataFrame, metric: str = ACCURACY) -> Table:
     return Table(f"per-domain {metric} (mean ± std over seeds)", columns, rows)
 
 
-def ablation_table(frame: pd.DataFrame, metric: str = ACCURACY) -> Table | None:
-    """The gem router under each planner strategy; None unless the results hold two strategies; raises nothing."""
+def ablation_table(frame: pd.DataFrame, metric: str | None = None) -> Table | None:
+    """The gem router under each planner strategy; None unless the results hold two strategies.
+
+    ``metric`` None is the task metric. Raises ReportError as :func:`per_domain_table` does.
+    """
     gem = frame[frame["router"] == "gem"].copy()
     if gem["strategy"].nunique() < 2:
         return None
+    metric = metric or task_metric(frame)
     gem["method"] = gem["strategy"]
     picked = selected(gem)
     picked = picked[picked["metric"] == metric]
