@@ -24,6 +24,7 @@ from gemlab.engine.parallel import expert_parallel_role, expert_parameters
 from gemlab.engine.prepare import prepare
 from gemlab.engine.tasks.classification import model_inputs
 from gemlab.engine.worker import Worker
+from helpers import tiny_detection_overrides
 
 
 def _free_port() -> int:
@@ -82,3 +83,33 @@ def test_expert_parallel_gradients_equal_the_single_process_mixture_gradients(di
             checked.add(name)
     shared = set(expected) - expert_names
     assert shared <= set(ranks[0]["grads"]) and expert_names & set(expected) <= checked
+
+
+def _buffers_after_evaluation(rank: int, world: int, port: int, cfg: dict, plan, table, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        worker = Worker(cfg, plan, table, rank, world)
+        worker.step(step=1)  # BatchNorm's running statistics move with this rank's own domains
+        before = {n: b.clone() for n, b in worker.model.named_buffers() if b.is_floating_point()}
+        worker.evaluate()
+        after = {n: b.clone() for n, b in worker.model.named_buffers() if b.is_floating_point()}
+        torch.save({"before": before, "after": after, "mass": worker.role.mass}, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_every_rank_evaluates_with_the_mass_weighted_running_statistics(synth_uodb_dir, tmp_path):
+    """Expert-parallel ranks see different domains, so the detector backbone's BatchNorm statistics drift
+    apart; evaluation (and rank 0's checkpoint) use their mean weighted by each rank's mass, on every rank."""
+    run = prepare(compose_config(tiny_detection_overrides(synth_uodb_dir, tmp_path)))
+    cfg = as_plain(run.cfg)
+    mp.spawn(_buffers_after_evaluation, args=(2, _free_port(), cfg, run.plan, run.table, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    names = [n for n in ranks[0]["before"] if n.endswith("running_mean")]
+    assert names and not torch.allclose(ranks[0]["before"][names[0]], ranks[1]["before"][names[0]])
+    for name in names:
+        expected = sum(r["mass"] * r["before"][name] for r in ranks)
+        assert all(torch.allclose(r["after"][name], expected, atol=1e-6) for r in ranks), name

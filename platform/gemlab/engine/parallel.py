@@ -16,6 +16,10 @@ unless the expert is replicated.
 
 Data-parallel (every token-routed router): each worker samples the whole
 mixture with its own stream, mass 1/W, every parameter summed over all.
+
+Running statistics (BatchNorm's buffers) are no gradients: before every
+evaluation they are replaced by their mass-weighted mean over the world, so
+all ranks evaluate, and rank 0 checkpoints, the same trunk.
 """
 
 from __future__ import annotations
@@ -91,6 +95,12 @@ def shared_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if id(p) not in expert_ids]
 
 
+def shared_buffers(model: nn.Module) -> list[torch.Tensor]:
+    """Every floating-point buffer outside the expert banks (BatchNorm's running statistics, say)."""
+    expert_owned = {id(b) for m in model.modules() if isinstance(m, ExpertBank) for b in m.buffers()}
+    return [b for b in model.buffers() if b.is_floating_point() and id(b) not in expert_owned]
+
+
 class GradientSync:
     """Sums the mass-scaled gradients: shared ones over the world, expert ones over each replica group.
 
@@ -101,6 +111,7 @@ class GradientSync:
 
     def __init__(self, model: nn.Module, role: WorkerRole) -> None:
         self.active = role.world_size > 1 and dist.is_available() and dist.is_initialized()
+        self.mass, self.buffers = role.mass, shared_buffers(model)
         experts = expert_parameters(model)
         if not role.expert_parallel:  # replicated experts: one world bucket with everything
             self.buckets = [([p for _, p in model.named_parameters()], None)]
@@ -117,6 +128,23 @@ class GradientSync:
     def bytes_per_step(self) -> int:
         """Payload this worker all-reduces per step."""
         return sum(p.numel() * p.element_size() for params, _ in self.buckets for p in params)
+
+    def average_buffers(self) -> None:
+        """Replace each shared floating-point buffer by its mass-weighted mean over the world (a collective).
+
+        Running statistics (BatchNorm's) are not gradients, so the all-reduce of a step leaves each
+        rank with its own: under expert parallelism each rank has seen only its experts' domains. Done
+        before every evaluation, so that every rank evaluates, and rank 0 checkpoints, one trunk --
+        the trunk whose statistics weigh each rank as its loss does (masses sum to 1).
+        """
+        if not self.active or not self.buffers:
+            return
+        flat = torch.cat([b.reshape(-1) * self.mass for b in self.buffers])
+        dist.all_reduce(flat)
+        offset = 0
+        for buffer in self.buffers:
+            buffer.copy_(flat[offset : offset + buffer.numel()].view_as(buffer))
+            offset += buffer.numel()
 
     def __call__(self) -> None:
         if not self.active:

@@ -75,6 +75,8 @@ class Worker:
         return stats
 
     def evaluate(self) -> dict[int, dict[str, Any]]:
+        """This rank's domains evaluated, after the shared running statistics are averaged (every rank calls it)."""
+        self.sync.average_buffers()
         split, batch_size = self.cfg["data"]["eval_split"], self.cfg["trainer"]["eval_batch_size"]
         return self.task.evaluate(self.model, self.data, self.role.eval_domains, split, batch_size)
 
