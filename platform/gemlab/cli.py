@@ -3,6 +3,7 @@
     gemlab plan ...        plan tasks onto experts (see ``gemlab plan --help``)
     gemlab data ...        generate domains, inspect collections on disk
     gemlab train ...       train an experiment on Ray Train (Hydra overrides)
+    gemlab eval RUN ...    evaluate a trained run's newest checkpoint on a split (optionally through one expert)
     gemlab sweep ...       a Ray Tune search, each trial a training run
     gemlab report ...      tables and figures from results.parquet files
     gemlab submit ...      run train or sweep on a Ray cluster (Ray Jobs)
@@ -11,6 +12,7 @@
     gemlab bench data ...  images/s for generating and loading domains
     gemlab bench moe ...   MoE layers' forward+backward time relative to a dense FFN
     gemlab bench train ... GEM expert-parallel vs top-1 data-parallel samples/s on Ray
+    gemlab bench detect ... training images/s of Mixed-DINO, DINO-MoE, GEM-DINO and GEMGR-DINO
     gemlab bench sweep ... Tune's overhead per trial against a plain loop
     gemlab bench broadcast ... a class-level plan's object-store size and time to reach every worker
 
@@ -31,12 +33,14 @@ from types import ModuleType
 import gemlab
 from gemlab.bench import broadcast as broadcast_bench
 from gemlab.bench import data as data_bench
+from gemlab.bench import detect as detect_bench
 from gemlab.bench import moe as moe_bench
 from gemlab.bench import plan as plan_bench
 from gemlab.bench import sweep as sweep_bench
 from gemlab.bench import train as train_bench
 from gemlab.data import command as data_command
 from gemlab.engine import command as train_command
+from gemlab.engine import evaluation_command as eval_command
 from gemlab.errors import GemlabError, user_message
 from gemlab.jobs import jobs_command, submit_command
 from gemlab.plan import command as plan_command
@@ -59,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     _add(commands, "plan", plan_command, "plan tasks (datasets, classes) onto experts")
     _add(commands, "data", data_command, "generate domains and inspect collections")
     _add(commands, "train", train_command, "train an experiment on Ray (expert-parallel for planned routers)")
+    _add(commands, "eval", eval_command, "evaluate a trained run's checkpoint on a split, or through one expert")
     _add(commands, "sweep", sweep_command, "a search over config keys on Ray Tune, each trial a training run")
     _add(commands, "report", report_command, "tables (Markdown, LaTeX, CSV) and figures from results files")
     _add(commands, "submit", submit_command, "run gemlab train or sweep on a Ray cluster as a job")
@@ -69,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     _add(targets, "data", data_bench, "images/s for generating and loading domains")
     _add(targets, "moe", moe_bench, "forward+backward time of MoE layers vs a dense FFN")
     _add(targets, "train", train_bench, "GEM expert-parallel vs top-1 data-parallel training on Ray")
+    _add(targets, "detect", detect_bench, "training images/s of the DINO variants at equal active parameters")
     _add(targets, "sweep", sweep_bench, "a Tune sweep's wall time vs the same trials in a plain loop")
     _add(targets, "broadcast", broadcast_bench, "object-store size of a class-level plan and time to reach workers")
     return parser

@@ -236,6 +236,7 @@ def build_dino(
     backbone_checkpoint: str | Path | None = None,
     dim: int = 256,
     hidden: int = 2048,
+    expert_hidden: int | None = None,
     heads: int = 8,
     points: int = 4,
     encoder_layers: int = 6,
@@ -247,6 +248,9 @@ def build_dino(
     experts_in: str = "none",
 ) -> DINO:
     """DINO with its experts where ``experts_in`` says; the defaults are DINO-4scale's sizes (3 levels here).
+
+    ``expert_hidden`` is the decoder experts' hidden width (None: ``hidden``, the dense FFNs'): a top-k
+    router at equal active parameters runs k experts of ``hidden / k``.
 
     The backbone is built first, so its weights are the same whichever router and variant follow
     (GEM's affinity reads them before the plan exists). Raises ValueError for an unknown
@@ -264,7 +268,7 @@ def build_dino(
     selection = QuerySelection(dim, parts.num_classes, num_queries)
     denoising = ContrastiveDenoising(parts.num_classes, dim, dn_groups, label_noise, box_noise)
     if experts_in == "ffn":
-        ffns = [parts.moe(dim, hidden) for _ in range(decoder_layers)]
+        ffns = [parts.moe(dim, expert_hidden or hidden) for _ in range(decoder_layers)]
     else:
         ffns = [DenseFFN(dim, hidden) for _ in range(decoder_layers)]
     decoder = DinoDecoder(dim, heads, trunk.levels, points, ffns)

@@ -27,6 +27,7 @@ OPTIONS = (
     "backbone_checkpoint",
     "dim",
     "hidden",
+    "expert_hidden",
     "heads",
     "points",
     "encoder_layers",
