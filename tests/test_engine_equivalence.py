@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,17 +35,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _one_rank(rank: int, world: int, port: int, cfg: dict, plan, table, out: str) -> None:
+@contextmanager
+def _process_group(rank: int, world: int, port: int) -> Iterator[None]:
+    """One gloo rank of ``world`` on the loopback interface, one thread, for the block."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _one_rank(rank: int, world: int, port: int, cfg: dict, plan, table, out: str) -> None:
+    with _process_group(rank, world, port):
         worker = Worker(cfg, plan, table, rank, world)
         worker.backward(step=1)
         grads = {n: p.grad for n, p in worker.model.named_parameters() if p.grad is not None}
         torch.save({"grads": grads, "experts": list(worker.role.local_experts)}, Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def _reference_grads(cfg: dict, plan, table, world: int) -> dict[str, torch.Tensor]:
@@ -86,18 +95,13 @@ def test_expert_parallel_gradients_equal_the_single_process_mixture_gradients(di
 
 
 def _buffers_after_evaluation(rank: int, world: int, port: int, cfg: dict, plan, table, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with _process_group(rank, world, port):
         worker = Worker(cfg, plan, table, rank, world)
         worker.step(step=1)  # BatchNorm's running statistics move with this rank's own domains
         before = {n: b.clone() for n, b in worker.model.named_buffers() if b.is_floating_point()}
         worker.evaluate()
         after = {n: b.clone() for n, b in worker.model.named_buffers() if b.is_floating_point()}
         torch.save({"before": before, "after": after, "mass": worker.role.mass}, Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow

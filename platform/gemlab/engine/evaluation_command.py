@@ -87,9 +87,11 @@ class Evaluation:
         return [m for m in next(iter(self.domains.values())) if m != EXPERT_LOAD]
 
     def means(self) -> dict[str, float]:
-        """Each scalar metric's mean over domains (NaN where a domain's is NaN, as in ``results.parquet``)."""
-        results = list(self.domains.values())
-        return {m: sum(r[m] for r in results) / len(results) for m in self.scalar_metrics()}
+        """Each scalar metric's mean over domains (NaN where a domain's is NaN), as ``results.parquet`` has it."""
+        from gemlab.engine.outputs import domain_metrics
+        from gemlab.results_schema import ALL_DOMAINS
+
+        return {metric: value for domain, metric, value in domain_metrics(self.domains) if domain == ALL_DOMAINS}
 
 
 def _over(defaults: dict, recorded: dict) -> dict:

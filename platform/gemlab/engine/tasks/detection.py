@@ -119,9 +119,10 @@ class DetectionImages:
 
     def batch(self, pairs: Sequence[tuple[int, int]], split: str = "train") -> dict[str, Any]:
         """``images`` (B, 3, S, S), ``mask`` (B, S, S), ``targets``, ``domain`` (B,), ``scales``, ``image_ids``."""
-        images, extents, boxes, labels = [], [], [], []
+        images, extents, boxes, labels, metadata = [], [], [], [], []
         for d, index in pairs:
             part = self.split(d, split)
+            metadata.append(None if part.metadata is None else part.metadata[index])
             image, box = part.images[index], part.boxes[index]
             if split == "train" and bool(torch.rand(()) < 0.5):
                 width = int(part.extents[index, 1])
@@ -141,9 +142,8 @@ class DetectionImages:
             "targets": DetectionTargets(boxes, labels, self.valid_classes[domain]),
             "domain": domain,
         }
-        parts = [self.split(d, split) for d, _ in pairs]
-        if all(p.metadata is not None for p in parts):
-            batch["metadata"] = torch.stack([p.metadata[i] for p, (_, i) in zip(parts, pairs, strict=True)])
+        if all(row is not None for row in metadata):
+            batch["metadata"] = torch.stack(metadata)
         return batch
 
     def calibration(self, domain: int, split: str, count: int, seed: int) -> tuple[torch.Tensor, list[list[int]]]:
