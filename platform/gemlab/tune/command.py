@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     tuner = make_tuner(cfg, spec, base, sweep_dir, config_dir or str(DEFAULT_CONFIG_DIR), [callback])
     grid = tuner.fit()
     errors = [str(result.error) for result in grid if result.error is not None]
-    seen = {result.config["trial"]["index"]: (result.metrics or {}).get("step", 0) for result in grid}
+    # a trial that never reported (interrupted before its first step) has no config in its result
+    seen = {result.config["trial"]["index"]: result.metrics.get("step", 0) for result in grid if result.config}
     path, rows = collect_results(sweep_dir, trials, base, config_dir, spec.metric)
     statuses = saved_statuses(sweep_dir)
     for row in rows:  # what the scheduler saw: a stopped run may have trained on until its workers were stopped
