@@ -75,3 +75,18 @@ def giou_written_out(a, b) -> float:
     union = a[2] * a[3] + b[2] * b[3] - inter
     hull = (max(ax2, bx2) - min(ax1, bx1)) * (max(ay2, by2) - min(ay1, by1))
     return inter / union - (hull - union) / hull
+
+
+def moge_layer(dim: int, **options):
+    """A seeded MoGE layer -- metadata router (4 experts, k=2), experts and a shared expert -- and its router."""
+    import torch
+
+    from gemlab.moe.experts import Experts
+    from gemlab.moe.layer import MoELayer
+    from gemlab.moe.routers.metadata import MetadataRouter
+
+    torch.manual_seed(0)
+    router = MetadataRouter(dim, 4, k=2, **options)
+    experts = Experts(4, dim, 16)
+    shared = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.GELU())
+    return router, MoELayer(router=router, experts=experts, shared_expert=shared)

@@ -29,8 +29,10 @@ def test_results_table_has_one_row_per_domain_metric_and_step(tmp_path):
     assert value["invert", "accuracy", 100] == 0.45 and value["invert", "expert_load/1", 50] == 0.75
     assert value["all", "accuracy", 100] == (0.9 + 0.45) / 2 and value["all", "train/aux/balance", 50] == 0.01
     assert value["all", "allreduce_bytes_per_step", 50] == 4096.0 and value["all", "loss", 50] == 1.0
-    # per step: each domain's accuracy, loss and two expert loads; all-domain accuracy, loss, 2 train losses, 3 speeds
-    assert len(rows) == 2 * (2 * 4 + 7)
+    assert value["all", "worst_group_accuracy", 100] == 0.45  # the lowest domain accuracy
+    # per step: each domain's accuracy, loss and two expert loads; all-domain accuracy, loss, worst-group accuracy,
+    # 2 train losses, 3 speeds
+    assert len(rows) == 2 * (2 * 4 + 8)
     topk = pq.read_table(
         write_results(Location.parse(tmp_path), compose_config(["router=topk"]), "b", [evaluation_record(1, 0.5)]).path
     )

@@ -55,17 +55,17 @@ def test_an_expert_parallel_worker_builds_only_its_experts(digits_dir, tmp_path)
 
 @pytest.mark.slow
 def test_dqroute_class_weights_follow_the_run_and_are_checkpointed(digits_dir, tmp_path):
-    extra = ["router=confidence", "router.medium_threshold=60", "router.tail_threshold=5"]
+    extra = ["router=confidence", "router.epoch_steps=1", "data.long_tail={rho:10}"]
     run = tiny(digits_dir, tmp_path, *extra, "router.gamma=2.0")
     worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
-    criterion = worker.model.criterion  # the router's training loss, given to the model at construction
-    assert criterion.gamma == 2.0 and run.cfg.moe.num_experts == 3  # the router's file sets its expert count
+    difficulty = worker.model.head.difficulty  # DQRoute's experts are the model's classifier
+    assert difficulty.gamma == 2.0 and run.cfg.moe.num_experts == 3  # the router's file sets its expert count
     for step in range(1, 4):
         worker.step(step)
-    assert criterion.accuracy.abs().sum() > 0  # the moving averages moved
-    weights = criterion.weights()
+    assert difficulty.accuracy.abs().sum() > 0 and int(difficulty.steps) == 3  # one epoch closed per step
+    weights = difficulty.class_weights()
     assert torch.isclose(weights.mean(), torch.tensor(1.0)) and weights.std() > 0
-    assert "criterion.accuracy" in worker.model.state_dict()  # so a restored run keeps them
+    assert "head.difficulty.weights" in worker.model.state_dict()  # so a restored run keeps them
 
 
 @pytest.mark.slow
@@ -78,7 +78,9 @@ def test_gem_sends_each_domain_to_its_planned_expert_only(digits_dir, tmp_path):
 
 @pytest.mark.slow
 def test_moge_trains_with_every_auxiliary_term_on_the_digit_sites(digits_dir, tmp_path):
-    run = tiny(digits_dir, tmp_path, "router=metadata", "router.cka_weight=0.05", "router.supcon_weight=0.1")
+    # four experts: MoGE's contrast needs two discovered domains in a batch (seed 0 finds three for three sites)
+    overrides = ("router=metadata", "moe.num_experts=4", "router.cka_weight=0.05", "router.supcon_weight=0.1")
+    run = tiny(digits_dir, tmp_path, *overrides)
     worker = Worker(as_plain(run.cfg), run.plan, run.table, 0, 1)
     stats = worker.step(1)
     assert {"aux/balance", "aux/cka", "aux/supcon"} <= set(stats) and stats["aux/supcon"] > 0

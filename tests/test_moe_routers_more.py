@@ -1,7 +1,5 @@
 """REMoE, DAMEX and random routers, and the losses of the remaining families, against their definitions."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -14,8 +12,6 @@ from gemlab.moe.losses import (
     cka_diversity_loss,
     coral_loss,
     l1_gate_loss,
-    ood_bce_loss,
-    supervised_contrastive_loss,
 )
 from gemlab.moe.registry import ROUTERS, build_router
 from gemlab.moe.routers.damex import DAMEXRouter
@@ -48,12 +44,37 @@ def test_relu_l1_weight_adapts_towards_the_target_sparsity():
     dense_tokens = torch.ones(8, DIM)
     with torch.no_grad():
         router.gate.weight.fill_(0.1)  # every gate positive: sparsity 0 < target 0.75
-    router(dense_tokens, RoutingContext((8, 1)))
+    routing = router(dense_tokens, RoutingContext((8, 1)))
+    assert router.l1_weight.item() == pytest.approx(0.01)  # the step's loss uses λ_i ...
+    assert routing.aux_losses["l1"].item() == pytest.approx(0.01 * l1_gate_loss(router.gate(dense_tokens)).item())
+    router.update_state()  # ... and λ_{i+1} follows once the step is done
     assert router.l1_weight.item() == pytest.approx(0.02)
     router(-dense_tokens, RoutingContext((8, 1)))  # every gate zero: sparsity 1 > target
+    router.update_state()
     assert router.l1_weight.item() == pytest.approx(0.01)
     router.eval()(dense_tokens, RoutingContext((8, 1)))
+    router.update_state()
     assert router.l1_weight.item() == pytest.approx(0.01)  # no adaptation outside training
+
+
+def test_relu_l1_update_against_remoe_written_out():
+    """REMoE §3.3: λ_{i+1} = λ_i · α^sign(τ − S_i), τ = 1 − k/E, S_i the share of zero gates of step i (both
+    forwards of a step count), written out with Python numbers."""
+    torch.manual_seed(3)
+    router = ReLURouter(DIM, 4, k=2, l1_weight=0.05, alpha=1.5).train()
+    batches = [torch.randn(7, DIM), torch.randn(5, DIM) + 0.4]
+    lam = 0.05
+    for _ in range(3):
+        zeros = total = 0
+        for tokens in batches:
+            router(tokens, RoutingContext((tokens.shape[0], 1)))
+            for row in torch.relu(router.gate(tokens)).tolist():
+                zeros += sum(g == 0 for g in row)
+                total += len(row)
+        router.update_state()
+        sparsity, target = zeros / total, 1 - 2 / 4
+        lam *= 1.5 ** ((target > sparsity) - (target < sparsity))
+        assert router.l1_weight.item() == pytest.approx(lam, rel=1e-6)
 
 
 def test_l1_loss_against_its_formula():
@@ -160,36 +181,7 @@ def test_cka_against_its_formula_and_its_invariances():
     assert cka_diversity_loss(outputs).item() == pytest.approx(expected.item())
 
 
-def test_supervised_contrastive_loss_against_a_loop():
-    torch.manual_seed(0)
-    features, labels = torch.randn(6, 5, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 2, 0])
-    eye = torch.eye(6, dtype=torch.bool)
-    positives = (labels[:, None] == labels[None, :]) & ~eye
-    candidates = ~eye
-    z = F.normalize(features, dim=-1)
-    total, anchors = 0.0, 0
-    for i in range(6):
-        pos = [p for p in range(6) if positives[i, p]]
-        if not pos:
-            continue
-        denominator = sum(math.exp(float(z[i] @ z[a]) / 0.1) for a in range(6) if candidates[i, a])
-        total += -sum(math.log(math.exp(float(z[i] @ z[p]) / 0.1) / denominator) for p in pos) / len(pos)
-        anchors += 1
-    value = supervised_contrastive_loss(features, positives, candidates, temperature=0.1)
-    assert value.item() == pytest.approx(total / anchors, rel=1e-9)
-    assert supervised_contrastive_loss(features, torch.zeros(6, 6, dtype=torch.bool), candidates).item() == 0.0
-
-
-def test_ood_and_coral_against_their_formulas():
-    scores, targets = torch.tensor([[0.9, 0.2], [0.3, 0.6]]), torch.tensor([[1, 0], [0, 1]])
-    direct = (
-        -sum(
-            t * math.log(s) + (1 - t) * math.log(1 - s)
-            for s, t in zip(scores.flatten().tolist(), targets.flatten().tolist(), strict=True)
-        )
-        / 4
-    )
-    assert ood_bce_loss(scores, targets).item() == pytest.approx(direct, rel=1e-6)
+def test_coral_against_its_formula():  # DQRoute's OOD losses: tests/test_dqroute.py
     torch.manual_seed(0)
     a, b = torch.randn(30, 3, dtype=torch.float64), torch.randn(40, 3, dtype=torch.float64) * 2
     ca, cb = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)

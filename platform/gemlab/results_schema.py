@@ -28,8 +28,36 @@ ALL_DOMAINS = "all"  # the domain column of run-level metrics (mean task metric,
 # nothing to measure, such as a domain without large objects).
 ACCURACY, LOSS = "accuracy", "loss"
 AP = "ap"
+# STAR's (objective=star, self-supervised): a linear probe's accuracy on the frozen trunk, and the mean canonical
+# correlation of the invariant and equivariant embeddings (their redundancy: lower is less).
+PROBE_ACCURACY, CCA = "probe_accuracy", "cca"
 # Each task's metric, the one runs are selected by: every run's table holds exactly one of them under ALL_DOMAINS.
-TASK_METRICS = MappingProxyType({"classification": ACCURACY, "detection": AP})
+TASK_METRICS = MappingProxyType({"classification": ACCURACY, "detection": AP, "star": PROBE_ACCURACY})
+# Classification's other metrics (gemlab.evaluation.classification): each domain's macro-F1 and the accuracy of
+# its many-, medium- and few-shot classes (NaN for a group without a tested class), with their means over domains
+# under ALL_DOMAINS (a shot group's over the domains where it is not NaN); and, under ALL_DOMAINS only, the
+# worst-group accuracy: the lowest domain accuracy.
+MACRO_F1, WORST_GROUP_ACCURACY = "macro_f1", "worst_group_accuracy"
+MANY_SHOT_ACCURACY, MEDIUM_SHOT_ACCURACY, FEW_SHOT_ACCURACY = (
+    "many_shot_accuracy",
+    "medium_shot_accuracy",
+    "few_shot_accuracy",
+)
+SHOT_METRICS = (MANY_SHOT_ACCURACY, MEDIUM_SHOT_ACCURACY, FEW_SHOT_ACCURACY)
+# What `gemlab report --select` may select runs by (each the higher the better), beside the task metrics.
+SELECTION_METRICS = (*TASK_METRICS.values(), WORST_GROUP_ACCURACY, MACRO_F1)
+# The columns a report's per-domain table adds after its domains where the results hold them: label -> the
+# metric's ALL_DOMAINS value.
+SUMMARY_COLUMNS = MappingProxyType(
+    {
+        "worst group": WORST_GROUP_ACCURACY,
+        "macro-F1": MACRO_F1,
+        "many": MANY_SHOT_ACCURACY,
+        "medium": MEDIUM_SHOT_ACCURACY,
+        "few": FEW_SHOT_ACCURACY,
+        "CCA": CCA,
+    }
+)
 # Per-expert families, one metric per expert j: ``expert_load/<j>`` is the share of a domain's tokens routed
 # to expert j, ``cross_expert/<j>`` a domain's score in the task metric when every token is sent to expert j.
 EXPERT_LOAD, CROSS_EXPERT = "expert_load", "cross_expert"
@@ -101,6 +129,16 @@ def expert_metric(family: str, expert: int) -> str:
 def train_metric(key: str) -> str:
     """The metric of one training statistic (``train/loss``, ``train/aux/balance``); raises nothing."""
     return f"{TRAIN_PREFIX}{key}"
+
+
+# Leave-one-domain-out (``data.holdout``): the held-out domain's task metric again, under its own name and
+# that domain's (``heldout_accuracy``; ``heldout_ap``), so a report finds it without knowing the config.
+HELDOUT_PREFIX = "heldout_"
+
+
+def heldout_metric(task_metric: str) -> str:
+    """The held-out domain's metric of a task metric: ``heldout_accuracy``; raises nothing."""
+    return f"{HELDOUT_PREFIX}{task_metric}"
 
 
 def arrow_schema() -> pa.Schema:

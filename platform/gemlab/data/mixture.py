@@ -37,10 +37,14 @@ class LabelSpace:
 class DomainMixture:
     """Ordered domains with sampling weights ``p_d ∝ n_d^α`` and a unified label space.
 
-    Raises DataError for no domains, duplicate domain names or a negative α.
+    ``heldout`` names domains that are evaluated but never trained on (leave-one-domain-out, as
+    DomainBed does): they keep their place, ids and labels in the mixture, so every evaluation and
+    routing table covers them, but their sampling weight is 0 and the others' are renormalised
+    among themselves. Raises DataError for no domains, duplicate domain names, a negative α, or a
+    held-out name that is not a domain or that leaves nothing to train on.
     """
 
-    def __init__(self, domains: Sequence[Domain], alpha: float = 1.0) -> None:
+    def __init__(self, domains: Sequence[Domain], alpha: float = 1.0, heldout: Sequence[str] = ()) -> None:
         if not domains:
             raise DataError("mixture: no domains")
         names = [d.name for d in domains]
@@ -48,10 +52,19 @@ class DomainMixture:
             raise DataError(f"mixture: duplicate domain name(s) {_duplicates(names)}")
         if not (alpha >= 0 and np.isfinite(alpha)):
             raise DataError(f"mixture: alpha must be a finite number >= 0, got {alpha}")
+        unknown = [name for name in heldout if name not in names]
+        if unknown:
+            raise DataError(f"mixture: held-out domain(s) {unknown} are not among the domains {names}")
         self.domains = tuple(domains)
         self.alpha = float(alpha)
+        self.heldout = tuple(d for d, name in enumerate(names) if name in heldout)
+        self.training = tuple(d for d in range(len(names)) if d not in self.heldout)
+        if not self.training:
+            raise DataError(f"mixture: every domain is held out ({names}); nothing is left to train on")
         sizes = np.array([d.size for d in domains], dtype=np.float64)
-        self.weights = sizes**self.alpha / np.sum(sizes**self.alpha)
+        powered = sizes**self.alpha
+        powered[list(self.heldout)] = 0.0  # after the power: 0**0 is 1, and α = 0 must not draw them either
+        self.weights = powered / np.sum(powered)
         self.labels = self._unify()
 
     @property
@@ -66,11 +79,16 @@ class DomainMixture:
             raise DataError(f"mixture: no domain {name!r} (domains: {list(self.names)})") from None
 
     def subset_weights(self, domain_ids: Sequence[int]) -> np.ndarray:
-        """The weights of ``domain_ids`` renormalised to sum to 1 (a worker's share of the mixture)."""
+        """The weights of ``domain_ids`` renormalised to sum to 1 (a worker's share of the mixture).
+
+        Raises DataError for ids outside the mixture or ids that are all held out (nothing to draw).
+        """
         ids = np.asarray(domain_ids, dtype=np.int64)
         if len(ids) == 0 or ids.min() < 0 or ids.max() >= len(self.domains):
             raise DataError(f"mixture: domain ids {ids.tolist()} not in 0..{len(self.domains) - 1}")
         weights = self.weights[ids]
+        if not weights.sum() > 0:
+            raise DataError(f"mixture: domains {[self.names[d] for d in ids]} are held out; none can be sampled")
         return weights / weights.sum()
 
     def _unify(self) -> LabelSpace:

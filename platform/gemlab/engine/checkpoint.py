@@ -16,8 +16,14 @@ checkpoint that does verify (see :func:`find_resume_point`). The driver and
 rank 0 run that same function on the same storage, and rank 0 hands its
 choice to the other ranks, so every process continues from one checkpoint.
 
-There is no sampler or RNG state to save: batches and per-step random
-streams are pure functions of (seed, rank, step). Files load with
+There is no sampler, RNG or lr-schedule state to save: batches, per-step
+random streams and each step's learning rate (:class:`gemlab.engine.optim.LRSchedule`)
+are pure functions of (seed, rank, step). The optimizer's per-parameter
+state (AdamW's and Adam's moments, SGD's momentum buffers) is saved by
+parameter name, whatever the optimizer and its parameter groups. Router and
+criterion state (REMoE's λ, DQRoute's statistics) are buffers of the model,
+equal on every rank after each step (:mod:`gemlab.engine.router_state`), so
+rank 0's ``shared.pt`` holds the world's. Files load with
 ``torch.load(weights_only=True)``: a checkpoint can hold tensors, never code.
 """
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from gemlab.data.longtail import PROFILES
 from gemlab.errors import GemlabError
 from gemlab.repository import REPO_ROOT
 
@@ -37,6 +38,8 @@ NOT_IDENTITY_TRAINER = (
     "verbose",
 )
 RESUME_MODES = ("auto", "never")
+OPTIMIZERS = ("adamw", "adam", "sgd")  # trainer.optimizer (built in gemlab.engine.optim)
+SCHEDULES = ("constant", "cosine", "step")  # trainer.schedule
 
 
 class ConfigError(GemlabError, ValueError):
@@ -110,6 +113,7 @@ def validate(cfg: DictConfig) -> None:
         "an integer >= 0",
     )
     _require(trainer.lr > 0 and trainer.weight_decay >= 0, "trainer.lr", trainer.lr, "lr > 0, weight_decay >= 0")
+    _validate_optimisation(trainer)
     _require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
     _require(cfg.resume in RESUME_MODES, "resume", cfg.resume, f"one of {RESUME_MODES}")
     _require(
@@ -125,6 +129,8 @@ def validate(cfg: DictConfig) -> None:
         "digits, synth_uodb or collection",
     )
     _require(cfg.plan.level in ("domain", "class"), "plan.level", cfg.plan.level, "domain or class")
+    _validate_invariance(cfg.invariance)
+    _validate_long_tail(cfg.data.get("long_tail"))
     _require(
         isinstance(cfg.tag, str) and cfg.tag.replace("_", "").replace("-", "").isalnum(),
         "tag",
@@ -145,6 +151,62 @@ def validate(cfg: DictConfig) -> None:
         fail,
         f"null or a step in 1..{trainer.max_steps}",
     )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _validate_optimisation(trainer: DictConfig) -> None:
+    """The optimizer, lr schedule, per-group lr and initial-weights keys of ``trainer``; raises ConfigError."""
+    _require(trainer.optimizer in OPTIMIZERS, "trainer.optimizer", trainer.optimizer, f"one of {OPTIMIZERS}")
+    momentum, factor, scale = trainer.momentum, trainer.decay_factor, trainer.backbone_lr_scale
+    _require(_is_number(momentum) and 0 <= momentum < 1, "trainer.momentum", momentum, "a number in [0, 1)")
+    _require(trainer.schedule in SCHEDULES, "trainer.schedule", trainer.schedule, f"one of {SCHEDULES}")
+    warmup = trainer.warmup_steps
+    _require(isinstance(warmup, int) and warmup >= 0, "trainer.warmup_steps", warmup, "an integer >= 0")
+    decay = trainer.decay_steps
+    needed = trainer.schedule != "constant"
+    _require(
+        (decay is None and not needed) or (isinstance(decay, int) and decay >= 1),
+        "trainer.decay_steps",
+        decay,
+        f"an integer >= 1 (trainer.schedule={trainer.schedule} needs it)" if needed else "null or an integer >= 1",
+    )
+    _require(_is_number(factor) and 0 < factor <= 1, "trainer.decay_factor", factor, "a number in (0, 1]")
+    _require(_is_number(scale) and scale >= 0, "trainer.backbone_lr_scale", scale, "a number >= 0 (0: frozen trunk)")
+    init = trainer.init_from
+    _require(init is None or (isinstance(init, str) and init), "trainer.init_from", init, "null or a file path")
+
+
+INVARIANCE_MODES = ("none", "global", "subset")  # invariance.mode (gemlab.engine.invariance)
+
+
+def _validate_invariance(invariance: DictConfig) -> None:
+    """``invariance.mode`` and ``invariance.weight`` (λ); raises ConfigError naming the key.
+
+    Whether a mode fits the router (subset needs a domain -> expert table) is checked where the
+    alignment is built (:func:`gemlab.engine.invariance.build_alignment`).
+    """
+    mode, weight = invariance.mode, invariance.weight
+    _require(mode in INVARIANCE_MODES, "invariance.mode", mode, f"one of {INVARIANCE_MODES}")
+    ok = isinstance(weight, int | float) and not isinstance(weight, bool) and math.isfinite(weight) and weight >= 0
+    _require(ok, "invariance.weight", weight, "a finite number >= 0")
+
+
+def _validate_long_tail(long_tail: Any) -> None:
+    """``data.long_tail``: null, or ``{rho: a number >= 1, profile: exponential}``; raises ConfigError naming it."""
+    if long_tail is None:
+        return
+    _require(OmegaConf.is_dict(long_tail), "data.long_tail", long_tail, "null or {rho: ρ, profile: exponential}")
+    unknown = sorted(set(long_tail) - {"rho", "profile"})
+    if unknown:
+        raise ConfigError(f"config: data.long_tail.{unknown[0]}: not a key of data.long_tail (rho, profile)")
+    rho = long_tail.get("rho")
+    ok = _is_number(rho) and math.isfinite(rho) and rho >= 1
+    _require(ok, "data.long_tail.rho", rho, "a finite number >= 1 (the imbalance ratio n_max / n_min)")
+    profile = long_tail.get("profile", "exponential")
+    _require(profile in PROFILES, "data.long_tail.profile", profile, f"one of {PROFILES}")
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:

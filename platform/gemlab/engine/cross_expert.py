@@ -1,11 +1,13 @@
 """The cross-expert matrix: every domain evaluated through every expert, from a run's checkpoint.
 
-For a run whose router has a domain → expert table (its spec is
-expert-parallel): a full model (all experts) is loaded from the checkpoint's
-shards, and every MoE layer's router is forced to send every domain to
-expert j, for each j. The diagonal of the plan -- each domain through its
-own expert -- is the run's accuracy; the rest shows how specialised the
-experts became.
+For a run whose routers can be forced to one expert -- those with a domain →
+expert table (the spec is expert-parallel), and MoGE's metadata router (the
+paper's forced-expert matrix, Fig. 3) -- a full model (all experts) is
+loaded from the checkpoint's shards, and every MoE layer's router is forced
+to send every domain to expert j, for each j. For a table router the
+diagonal of the plan -- each domain through its own expert -- is the run's
+accuracy; the rest shows how specialised the experts became. The rows are
+the data's domains (MoGE's paper uses the domains its router discovered).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import nn
 from gemlab.engine.checkpoint import read_checkpoint
 from gemlab.engine.config import as_plain, identity_digest
 from gemlab.engine.data import build_mixture
-from gemlab.engine.model import build_model, configured_router
+from gemlab.engine.model import build_model
 from gemlab.engine.prepare import PLAN_FILE, plan_fingerprint, read_plan
 from gemlab.engine.resume import find_resume_point
 from gemlab.engine.tasks import task_of
@@ -42,17 +44,45 @@ def forced_expert(model: nn.Module, expert: int) -> Iterator[nn.Module]:
         yield model
 
 
+def _shared_only_switches(model: nn.Module) -> list:
+    return [m.shared_expert_only for m in model.modules() if callable(getattr(m, "shared_expert_only", None))]
+
+
+def has_shared_expert_only(model: nn.Module) -> bool:
+    """Whether ``model`` has routers that can send every token to their layer's shared expert alone."""
+    return bool(_shared_only_switches(model))
+
+
+@contextmanager
+def shared_expert_only(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, every router with a shared expert sends every token to it alone (MoGE-SE); restored on exit.
+
+    Such routers say so with a ``shared_expert_only()`` context manager (MoGE's metadata router). Each is
+    restored even when the block raises. Raises what a router's switch raises (ValueError for a router built
+    without its shared expert).
+    """
+    with ExitStack() as switched:
+        for switch in _shared_only_switches(model):
+            switched.enter_context(switch())
+        yield model
+
+
+def can_force(model: nn.Module) -> bool:
+    """Whether some part of ``model`` can be forced to one expert (exposes ``forced``); raises nothing."""
+    return any(callable(getattr(module, "forced", None)) for module in model.modules())
+
+
 def cross_expert_accuracy(cfg: DictConfig, run_dir: Location, checkpoint: Location) -> dict[str, list[float]] | None:
-    """Domain name -> accuracy through expert 0..E-1 on the eval split; None for routers without a table.
+    """Domain name -> accuracy through expert 0..E-1 on the eval split; None for routers that cannot be forced.
 
     Raises CheckpointMismatch or CheckpointDamaged for a checkpoint that does not fit or load.
     """
-    if not configured_router(cfg).expert_parallel:
-        return None
     mixture = build_mixture(cfg.data, cfg.seed)
     plan_file = run_dir / PLAN_FILE
     plan = read_plan(plan_file) if plan_file.is_file() else None
     model = build_model(as_plain(cfg), mixture, plan)
+    if not can_force(model):
+        return None
     expected = {
         "plan_fingerprint": plan_fingerprint(plan),
         "num_experts": cfg.moe.num_experts,
@@ -60,7 +90,7 @@ def cross_expert_accuracy(cfg: DictConfig, run_dir: Location, checkpoint: Locati
     }
     with checkpoint.local_copy() as folder:
         read_checkpoint(folder, model, None, expected)
-    task = task_of(mixture)
+    task = task_of(mixture, cfg.objective)
     data = task.data(mixture, cfg.data.image_size)
     domains = range(len(mixture.domains))
     matrix: dict[str, list[float]] = {name: [] for name in mixture.names}

@@ -10,7 +10,10 @@ from pathlib import Path
 
 from gemlab.data.collection import load_collection
 from gemlab.data.digits import generate_digits
+from gemlab.data.domain import Domain
+from gemlab.data.errors import DataError
 from gemlab.data.fewshot import few_shot
+from gemlab.data.longtail import long_tailed
 from gemlab.data.mixture import DomainMixture
 from gemlab.data.synth.uodb import generate_synth_uodb
 from gemlab.engine.config import ConfigError
@@ -44,8 +47,26 @@ def collection_index(data_cfg: Mapping, seed: int, generate: bool) -> Path:
 _GENERATORS = {"digits": generate_digits, "synth_uodb": generate_synth_uodb}
 
 
+def _long_tail_view(domain: Domain, long_tail: Mapping | None, seed: int) -> Domain:
+    """``domain`` with ``data.long_tail`` applied to its training split (None: unchanged).
+
+    Raises ConfigError naming ``data.long_tail`` for a domain the view cannot cut (detection, a class without images).
+    """
+    if long_tail is None:
+        return domain
+    try:
+        return long_tailed(domain, long_tail["rho"], seed, long_tail.get("profile", "exponential"))
+    except DataError as error:
+        raise ConfigError(f"data.long_tail: {error}") from None
+
+
 def build_mixture(data_cfg: Mapping, seed: int, generate: bool = False) -> DomainMixture:
-    """The configured domains (in config order), with their few-shot views, weighted by ``data.alpha``."""
+    """The configured domains (in config order), with their few-shot and long-tailed views, weighted by ``data.alpha``.
+
+    ``data.holdout`` (a domain name, or null) stays in the mixture for evaluation but gets sampling
+    weight 0 (leave-one-domain-out). Raises ConfigError naming the key for an unknown domain or
+    held-out name, or a held-out domain that is the only one.
+    """
     mixture, _ = load_collection(collection_index(data_cfg, seed, generate))
     names = list(data_cfg["domains"] or mixture.names)
     unknown = [n for n in names if n not in mixture.names]
@@ -55,8 +76,14 @@ def build_mixture(data_cfg: Mapping, seed: int, generate: bool = False) -> Domai
     stray = sorted(set(shots) - set(names))
     if stray:
         raise ConfigError(f"data.shots: {stray} are not among the run's domains {names}")
+    heldout = data_cfg.get("holdout")
+    if heldout is not None and heldout not in names:
+        raise ConfigError(f"data.holdout={heldout!r}: not among the run's domains {names}")
+    if heldout is not None and len(names) < 2:
+        raise ConfigError(f"data.holdout={heldout!r}: the run's only domain; nothing would be left to train on")
     domains = []
     for name in names:
         domain = mixture.domains[mixture.index(name)]
-        domains.append(few_shot(domain, shots[name], seed) if name in shots else domain)
-    return DomainMixture(domains, alpha=data_cfg["alpha"])
+        domain = few_shot(domain, shots[name], seed) if name in shots else domain
+        domains.append(_long_tail_view(domain, data_cfg.get("long_tail"), seed))
+    return DomainMixture(domains, alpha=data_cfg["alpha"], heldout=() if heldout is None else (heldout,))

@@ -3,6 +3,7 @@
     gemlab eval runs/quickstart-gem-1a2b3c4d                    # the run's eval split (data.eval_split)
     gemlab eval runs/quickstart-gem-1a2b3c4d --split calib --batch-size 512
     gemlab eval runs/quickstart-gem-1a2b3c4d --force-expert 2   # every domain through expert 2
+    gemlab eval runs/moge_digits-metadata-1a2b3c4d --shared-expert-only   # MoGE-SE: the shared expert alone
     gemlab eval s3://bucket/runs/quickstart-gem-1a2b3c4d --out eval.parquet
 
 RUN is a run folder as ``gemlab train`` leaves it (``run.json``, ``plan.json``
@@ -12,7 +13,8 @@ generated), and the full model -- every expert -- is loaded from the
 newest checkpoint that verifies. Prints a Markdown table of each domain's
 metrics and their mean, and writes them as a long-form Parquet table with
 the columns of ``results.parquet`` (default: ``<RUN>/eval-<split>.parquet``,
-``eval-<split>-expert<E>.parquet`` with ``--force-expert``). The
+``eval-<split>-expert<E>.parquet`` with ``--force-expert``,
+``eval-<split>-shared.parquet`` with ``--shared-expert-only``). The
 destination is checked before the data and the checkpoint are read; the
 file is written whole or not at all.
 """
@@ -53,7 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="E",
-        help="send every domain through expert E in every MoE layer (routers with a domain -> expert table)",
+        help="send every domain through expert E in every MoE layer (routers with a domain -> expert table, "
+        "and the metadata router)",
+    )
+    parser.add_argument(
+        "--shared-expert-only",
+        action="store_true",
+        help="every MoE layer uses its shared expert alone (MoGE-SE; routers with a shared expert)",
     )
     parser.add_argument(
         "--batch-size",
@@ -79,6 +87,7 @@ class Evaluation:
     step: int
     split: str
     expert: int | None  # the expert every domain was sent to; None: routed as trained
+    shared_only: bool  # every MoE layer used its shared expert alone (MoGE-SE)
     metric: str  # the task's primary metric (accuracy, ap)
     domains: dict[str, dict[str, Any]]
 
@@ -141,21 +150,35 @@ def run_config(run_dir: Location) -> tuple[DictConfig, dict[str, Any]]:
 
 
 def check_forced_expert(cfg: DictConfig, name: str, expert: int | None) -> None:
-    """Raise ConfigError unless ``expert`` is None or an expert the run's routers can be forced to."""
+    """Raise ConfigError unless ``expert`` is None or an expert of the run's model (whether its routers can be
+    forced is :func:`check_routing_switch`'s)."""
     from gemlab.engine.config import ConfigError
-    from gemlab.engine.model import configured_router, uses_experts
+    from gemlab.engine.model import uses_experts
 
     if expert is None:
         return
     if not uses_experts(cfg):
         raise ConfigError(f"--force-expert {expert}: run {name}'s model has no experts")
-    if not configured_router(cfg).expert_parallel:
-        raise ConfigError(
-            f"--force-expert {expert}: run {name}'s router {cfg.router.name} has no domain -> expert table "
-            "to force (expert-parallel routers, such as gem, have one)"
-        )
     if not 0 <= expert < cfg.moe.num_experts:
         raise ConfigError(f"--force-expert {expert}: run {name} has experts 0..{cfg.moe.num_experts - 1}")
+
+
+def check_routing_switch(model, cfg: DictConfig, name: str, expert: int | None, shared_only: bool) -> None:
+    """Raise ConfigError when ``model``'s routers cannot be forced to ``expert`` (not None) or have no shared
+    expert to use alone (``shared_only``), naming the run and its router."""
+    from gemlab.engine.config import ConfigError
+    from gemlab.engine.cross_expert import can_force, has_shared_expert_only
+
+    if expert is not None and not can_force(model):
+        raise ConfigError(
+            f"--force-expert {expert}: run {name}'s router {cfg.router.name} has no domain -> expert table "
+            "nor other routing to force (expert-parallel routers, and MoGE's, can be forced)"
+        )
+    if shared_only and not has_shared_expert_only(model):
+        raise ConfigError(
+            f"--shared-expert-only: run {name}'s router {cfg.router.name} has no shared expert to use alone "
+            "(MoGE's has one unless router.shared_expert=false)"
+        )
 
 
 def _check_split(mixture, split: str) -> None:
@@ -213,21 +236,26 @@ def evaluate_run(
     split: str,
     expert: int | None = None,
     batch_size: int | None = None,
+    shared_only: bool = False,
 ) -> Evaluation:
     """``run_dir``'s newest verified checkpoint, every expert loaded, evaluated on ``split`` of every domain.
 
-    ``cfg`` and ``record``: from :func:`run_config`. ``expert``: every MoE layer sends every domain there.
-    Raises ConfigError (CheckpointMismatch, CheckpointDamaged, NoUsableCheckpoint among them) naming the
-    run, file, split or expert; DataError for unreadable data; OSError when the storage cannot be read.
+    ``cfg`` and ``record``: from :func:`run_config`. ``expert``: every MoE layer sends every domain there;
+    ``shared_only``: every MoE layer uses its shared expert alone (MoGE-SE; not with ``expert``).
+    Raises ValueError for both ``expert`` and ``shared_only``; ConfigError (CheckpointMismatch,
+    CheckpointDamaged, NoUsableCheckpoint among them) naming the run, file, split or expert, or a router
+    that cannot be switched so; DataError for unreadable data; OSError when the storage cannot be read.
     """
     from gemlab.data.errors import DataError
     from gemlab.engine.checkpoint import CheckpointMismatch, read_checkpoint
     from gemlab.engine.config import ConfigError, as_plain
-    from gemlab.engine.cross_expert import forced_expert
+    from gemlab.engine.cross_expert import forced_expert, shared_expert_only
     from gemlab.engine.data import build_mixture
     from gemlab.engine.model import build_model
     from gemlab.engine.tasks import task_of
 
+    if expert is not None and shared_only:
+        raise ValueError("evaluate_run: force an expert or use the shared expert alone, not both")
     check_forced_expert(cfg, run_dir.name, expert)
     try:
         mixture = build_mixture(cfg.data, cfg.seed, generate=False)
@@ -235,8 +263,9 @@ def evaluate_run(
         raise ConfigError(f"data: {error}") from None
     _check_split(mixture, split)
     plan = _run_plan(cfg, run_dir, record)
-    checkpoint = _newest_checkpoint(run_dir)
     model = build_model(as_plain(cfg), mixture, plan)
+    check_routing_switch(model, cfg, run_dir.name, expert, shared_only)
+    checkpoint = _newest_checkpoint(run_dir)
     expected = {
         "plan_fingerprint": record["plan_fingerprint"],
         "num_experts": cfg.moe.num_experts,
@@ -248,13 +277,17 @@ def evaluate_run(
         except RuntimeError as error:  # load_state_dict: the model this code builds has other weights
             first = str(error).strip().splitlines()[0]
             raise CheckpointMismatch(f"{checkpoint}: does not fit the model built for the run ({first})") from None
-    task = task_of(mixture)
+    task = task_of(mixture, cfg.objective)
     data = task.data(mixture, cfg.data.image_size)
     domains, batch_size = range(len(mixture.domains)), batch_size or cfg.trainer.eval_batch_size
-    with forced_expert(model, expert) if expert is not None else nullcontext(model):
+    if expert is not None:
+        switch = forced_expert(model, expert)
+    else:
+        switch = shared_expert_only(model) if shared_only else nullcontext(model)
+    with switch:
         results = task.evaluate(model, data, domains, split, batch_size)
     by_name = {mixture.names[d]: result for d, result in results.items()}
-    return Evaluation(run_dir.name, checkpoint.name, step, split, expert, task.metric, by_name)
+    return Evaluation(run_dir.name, checkpoint.name, step, split, expert, shared_only, task.metric, by_name)
 
 
 def evaluation_table(cfg: DictConfig, evaluation: Evaluation) -> pa.Table:
@@ -274,16 +307,18 @@ def evaluation_table(cfg: DictConfig, evaluation: Evaluation) -> pa.Table:
 
 
 def markdown_table(evaluation: Evaluation) -> str:
-    """One row per domain with each scalar metric, and their means; raises nothing."""
-    metrics = evaluation.scalar_metrics()
+    """One row per domain with each scalar metric, their means, and the run-level metrics (worst-group
+    accuracy) below the table; raises nothing."""
+    metrics, means = evaluation.scalar_metrics(), evaluation.means()
     lines = ["| domain | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
     for domain, result in evaluation.domains.items():
         lines.append(f"| {domain} | " + " | ".join(f"{result[m]:.4f}" for m in metrics) + " |")
-    lines.append("| **mean** | " + " | ".join(f"{v:.4f}" for v in evaluation.means().values()) + " |")
+    lines.append("| **mean** | " + " | ".join(f"{means[m]:.4f}" for m in metrics) + " |")
+    lines += [f"\n{metric}: {value:.4f}" for metric, value in means.items() if metric not in metrics]
     return "\n".join(lines)
 
 
-def _destination(out: str | None, run_dir: Location, split: str, expert: int | None) -> Location:
+def _destination(out: str | None, run_dir: Location, split: str, expert: int | None, shared_only: bool) -> Location:
     """``--out``, or the default file in the run folder, checked writable without creating anything.
 
     Raises StorageError for a URI pyarrow cannot open, OSError naming the file when it cannot be written.
@@ -291,7 +326,7 @@ def _destination(out: str | None, run_dir: Location, split: str, expert: int | N
     from gemlab.files import check_file_destination
     from gemlab.storage import Location
 
-    suffix = "" if expert is None else f"-expert{expert}"
+    suffix = "-shared" if shared_only else "" if expert is None else f"-expert{expert}"
     path = Location.parse(out) if out is not None else run_dir / f"eval-{split}{suffix}.parquet"
     if path.is_local:
         check_file_destination(path.local_path)
@@ -313,9 +348,15 @@ def run(args: argparse.Namespace) -> int:
     split = args.split if args.split is not None else cfg.data.eval_split
     if not re.fullmatch(r"[A-Za-z0-9_-]+", split):  # it names the default output file
         raise ConfigError(f"--split {split!r}: not a split name (letters, digits, - and _)")
-    out = _destination(args.out, run_dir, split, args.force_expert)  # before the data are read
-    evaluation = evaluate_run(run_dir, cfg, record, split, args.force_expert, args.batch_size)
+    if args.force_expert is not None and args.shared_expert_only:
+        raise ConfigError("--force-expert and --shared-expert-only: choose one")
+    out = _destination(args.out, run_dir, split, args.force_expert, args.shared_expert_only)  # before the data are read
+    evaluation = evaluate_run(
+        run_dir, cfg, record, split, args.force_expert, args.batch_size, shared_only=args.shared_expert_only
+    )
     routing = "routed as trained" if evaluation.expert is None else f"every domain through expert {evaluation.expert}"
+    if evaluation.shared_only:
+        routing = "the shared expert alone (MoGE-SE)"
     print(
         f"[{method_label(cfg)}] {evaluation.name}: step {evaluation.step} ({evaluation.checkpoint}), "
         f"{split} split, {routing}"

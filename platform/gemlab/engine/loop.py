@@ -107,6 +107,7 @@ def _record(worker: Worker, window: _Window, step: int) -> dict[str, Any] | None
         "step": step,
         "metric": worker.task.metric,
         "domains": {name: evaluation[name] for name in names if name in evaluation},
+        "heldout": [names[d] for d in worker.mixture.heldout],  # data.holdout: evaluated, never trained
         "train": dict(train),
         "samples_per_s": samples / seconds if seconds > 0 else 0.0,
         "cpu_ms_per_sample": 1000 * sum(r["window"]["cpu_seconds"] for r in ranks) / samples if samples else 0.0,

@@ -20,7 +20,9 @@ from torch import nn
 
 from gemlab.data.mixture import DomainMixture
 from gemlab.engine.config import ConfigError, default_capacity
-from gemlab.models.common import ModelParts, ModelSpec
+from gemlab.engine.invariance import build_alignment
+from gemlab.engine.tasks import SUPERVISED, task_of
+from gemlab.models.common import MakeHead, ModelParts, ModelSpec
 from gemlab.models.registry import model_spec
 from gemlab.moe.registry import MoELayers, router_spec, stem_only_layers
 from gemlab.moe.spec import RouterSpec, RunFacts
@@ -47,7 +49,10 @@ def uses_experts(cfg: Mapping) -> bool:
 
 
 def method_label(cfg: Mapping) -> str:
-    """The routing method a run is recorded under: its router, or ``dense`` for a model without experts."""
+    """The method a run is recorded under: its router, or ``dense`` for a model without experts; a
+    self-supervised objective's run, the objective and its heads' routing (``star-task_aware``, ``star-separate``)."""
+    if cfg["objective"]["name"] != SUPERVISED:
+        return f"{cfg['objective']['name']}-{cfg['model']['routing']}"
     return cfg["router"]["name"] if uses_experts(cfg) else "dense"
 
 
@@ -81,6 +86,7 @@ def run_facts(cfg: Mapping, mixture: DomainMixture, plan=None) -> RunFacts:
         plan=plan,
         capacity=cfg["plan"]["capacity"] or default_capacity(num_domains, num_experts),
         seed=cfg["seed"],
+        batch_size=cfg["trainer"]["batch_size"],
     )
 
 
@@ -121,15 +127,41 @@ def configured_model(cfg: Mapping) -> tuple[ModelSpec, dict[str, Any]]:
     return spec, options
 
 
-def _build(cfg: Mapping, mixture: DomainMixture, moe: MoELayers, criterion: nn.Module | None) -> nn.Module:
+def domain_groups(cfg: Mapping, mixture: DomainMixture, plan) -> tuple[int, ...] | None:
+    """The run's domain -> expert table, else a domain-level plan's assignment (damex), else None.
+
+    What subset-shared alignment groups domains by. Raises ConfigError as :func:`routing_table`.
+    """
+    table = routing_table(cfg, mixture, plan)
+    if table is None and plan is not None and cfg["plan"]["level"] == "domain" and uses_experts(cfg):
+        return tuple(plan.assignment.tolist())
+    return table
+
+
+def _build(
+    cfg: Mapping,
+    mixture: DomainMixture,
+    moe: MoELayers | None,
+    criterion: nn.Module | None,
+    alignment: nn.Module | None = None,
+    head: MakeHead | None = None,
+) -> nn.Module:
     spec, options = configured_model(cfg)
-    task = mixture.domains[0].task
-    if spec.task != task:
+    task, objective = mixture.domains[0].task, cfg["objective"]["name"]
+    trained = task_of(mixture, cfg["objective"]).name  # the data's task, or a self-supervised objective on it
+    if spec.task != trained and trained != task:
+        raise ConfigError(
+            f"model={spec.name} is a {spec.task} model, but objective={objective} trains {trained} models: "
+            f"choose one with model=<name> (model=star for objective=star)"
+        )
+    if spec.task != trained:
+        hint = f", or set objective={spec.task}" if spec.task == "star" else ""
         raise ConfigError(
             f"model={spec.name} is a {spec.task} model, but the data's domains are {task}: "
-            f"choose a {task} model with model=<name> (docs/experiments.md lists them)"
+            f"choose a {task} model with model=<name> (docs/experiments.md lists them){hint}"
         )
-    parts = ModelParts(len(mixture.labels.names), cfg["data"]["image_size"], moe, criterion)
+    num_classes, image_size = len(mixture.labels.names), cfg["data"]["image_size"]
+    parts = ModelParts(num_classes, image_size, moe, criterion, alignment=alignment, head=head)
     torch.manual_seed(cfg["seed"])
     try:
         return spec.build(parts, **options)
@@ -143,17 +175,23 @@ def build_model(
     """The configured classifier over the mixture's unified labels; ``local_experts`` = this worker's share.
 
     Seeded by ``cfg.seed``, so every worker builds the same shared weights and each expert the same weights
-    wherever it is placed. The router's training loss, if it has one, is the model's ``criterion``.
-    Raises ConfigError for router or model options the constructors reject.
+    wherever it is placed. The router's training loss, if it has one, is the model's ``criterion``; the
+    feature alignment of ``invariance.*`` (:mod:`gemlab.engine.invariance`), if any, its ``alignment``.
+    Raises ConfigError for router or model options the constructors reject, and for an alignment
+    mode the router cannot serve.
     """
     router = configured_router(cfg)
     facts = run_facts(cfg, mixture, plan)
-    moe = MoELayers(router, facts, router.router_options(cfg["router"]), local_experts)
+    options = router.router_options(cfg["router"])
+    head = router.classifier(facts, options)  # a router whose experts classify: a dense trunk, its head
+    moe = MoELayers(router, facts, options, local_experts) if head is None else None
     try:
         criterion = router.build_criterion(facts, cfg["router"])
     except (TypeError, ValueError) as error:
         raise ConfigError(f"router={router.name}: {error}") from None
-    return _build(cfg, mixture, moe, criterion)
+    groups = domain_groups(cfg, mixture, plan) if cfg["invariance"]["mode"] == "subset" else None
+    alignment = build_alignment(cfg, len(mixture.domains), groups)
+    return _build(cfg, mixture, moe, criterion, alignment, head)
 
 
 def build_stem(cfg: Mapping, mixture: DomainMixture) -> nn.Module:

@@ -9,6 +9,7 @@ file name, columns and metric names are :mod:`gemlab.results_schema`'s.
 from __future__ import annotations
 
 import io
+import math
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from omegaconf import DictConfig
 
 from gemlab.engine.model import method_label, needs_plan
 from gemlab.results_schema import (
+    ACCURACY,
     ALL_DOMAINS,
     ALLREDUCE_BYTES_PER_STEP,
     CPU_MS_PER_SAMPLE,
@@ -26,8 +28,11 @@ from gemlab.results_schema import (
     EXPERT_LOAD,
     RESULTS_FILE,
     SAMPLES_PER_S,
+    SHOT_METRICS,
+    WORST_GROUP_ACCURACY,
     arrow_schema,
     expert_metric,
+    heldout_metric,
     train_metric,
 )
 from gemlab.storage import Location
@@ -60,16 +65,31 @@ def mean_score(record: dict[str, Any]) -> float:
     return sum(scores) / len(scores)
 
 
+def _mean_over_domains(metric: str, values: list[float]) -> float:
+    """A metric's ``all`` value: the mean over domains, NaN when a domain's is NaN -- except for a shot group's
+    accuracy, which a domain without a tested class of that group leaves undefined, not bad: its mean is over
+    the domains where it is defined (NaN where it is nowhere)."""
+    if metric in SHOT_METRICS:
+        values = [v for v in values if not math.isnan(v)]
+        return sum(values) / len(values) if values else float("nan")
+    return sum(values) / len(values)
+
+
 def domain_metrics(domains: dict[str, dict[str, Any]]) -> list[tuple[str, str, float]]:
     """(domain, metric, value) triples of one evaluation's domain results: each scalar metric and expert share,
-    and each scalar's mean over domains under ``all`` (NaN when a domain's is NaN). Raises nothing."""
+    each scalar's mean over domains under ``all`` (see :func:`_mean_over_domains`), and with accuracies the
+    worst-group accuracy under ``all`` (the lowest domain accuracy; NaN when a domain's is NaN). Raises nothing."""
     rows = []
     for domain, result in domains.items():
         rows += [(domain, metric, value) for metric, value in result.items() if metric != EXPERT_LOAD]
         rows += [(domain, expert_metric(EXPERT_LOAD, j), share) for j, share in enumerate(result[EXPERT_LOAD])]
     results = list(domains.values())
     for metric in (m for m in results[0] if m != EXPERT_LOAD):
-        rows.append((ALL_DOMAINS, metric, sum(r[metric] for r in results) / len(results)))
+        rows.append((ALL_DOMAINS, metric, _mean_over_domains(metric, [r[metric] for r in results])))
+    if ACCURACY in results[0]:
+        accuracies = [r[ACCURACY] for r in results]
+        worst = float("nan") if any(math.isnan(a) for a in accuracies) else min(accuracies)
+        rows.append((ALL_DOMAINS, WORST_GROUP_ACCURACY, worst))
     return rows
 
 
@@ -77,9 +97,12 @@ def record_metrics(record: dict[str, Any]) -> list[tuple[str, str, float]]:
     """(domain, metric, value) triples of one evaluation record; raises KeyError for a record without a field.
 
     Every scalar a task reports for a domain (accuracy and loss; ap, ap50 ...) is a row, and its mean
-    over domains a row of the ``all`` domain.
+    over domains a row of the ``all`` domain. Each domain the record lists as ``heldout`` (never trained
+    on) repeats its task metric as ``heldout_<metric>``.
     """
     rows = domain_metrics(record["domains"])
+    metric = record["metric"]
+    rows += [(d, heldout_metric(metric), record["domains"][d][metric]) for d in record.get("heldout", ())]
     for domain, scores in record.get("cross_expert", {}).items():
         rows += [(domain, expert_metric(CROSS_EXPERT, j), value) for j, value in enumerate(scores)]
     rows += [(ALL_DOMAINS, train_metric(key), value) for key, value in record["train"].items()]

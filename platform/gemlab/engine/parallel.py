@@ -57,25 +57,35 @@ def expert_masses(table: Sequence[int], weights: Sequence[float], num_experts: i
 
 
 def expert_parallel_role(
-    table: Sequence[int], weights: Sequence[float], num_experts: int, rank: int, world_size: int
+    table: Sequence[int],
+    weights: Sequence[float],
+    num_experts: int,
+    rank: int,
+    world_size: int,
+    heldout: Sequence[int] = (),
 ) -> WorkerRole:
-    """This rank's experts, domains and mass; a pure function of (plan, rank, world size) for elastic restarts."""
+    """This rank's experts, domains and mass; a pure function of (plan, rank, world size) for elastic restarts.
+
+    ``heldout`` domains (weight 0) are evaluated by their expert's first worker but trained by none.
+    """
     masses = expert_masses(table, weights, num_experts)
     placement = place_experts(masses, world_size)
     experts = placement.worker_experts[rank]
     groups = placement.expert_workers
-    domains = tuple(d for d, j in enumerate(table) if j in experts)
+    domains = tuple(d for d, j in enumerate(table) if j in experts and d not in heldout)
     mass = float(sum(masses[j] / len(groups[j]) for j in experts))
     evaluated = tuple(d for d, j in enumerate(table) if groups[j][0] == rank)
     return WorkerRole(rank, world_size, tuple(experts), domains, mass, evaluated, groups)
 
 
-def data_parallel_role(num_domains: int, num_experts: int, rank: int, world_size: int) -> WorkerRole:
+def data_parallel_role(
+    num_domains: int, num_experts: int, rank: int, world_size: int, heldout: Sequence[int] = ()
+) -> WorkerRole:
+    """Every rank trains every domain but the ``heldout`` ones, and evaluates every world_size-th domain."""
     everyone = tuple(range(world_size))
     evaluated = tuple(d for d in range(num_domains) if d % world_size == rank)
-    return WorkerRole(
-        rank, world_size, None, tuple(range(num_domains)), 1.0 / world_size, evaluated, (everyone,) * num_experts
-    )
+    trained = tuple(d for d in range(num_domains) if d not in heldout)
+    return WorkerRole(rank, world_size, None, trained, 1.0 / world_size, evaluated, (everyone,) * num_experts)
 
 
 def expert_parameters(model: nn.Module) -> dict[int, list[tuple[str, nn.Parameter]]]:

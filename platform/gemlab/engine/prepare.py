@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,13 +18,23 @@ from omegaconf import DictConfig
 
 from gemlab.data.errors import DataError
 from gemlab.data.mixture import DomainMixture
-from gemlab.engine.config import ConfigError, as_plain, default_capacity, identity, identity_digest, run_name
+from gemlab.engine.config import (
+    ConfigError,
+    as_plain,
+    default_capacity,
+    identity,
+    identity_digest,
+    run_name,
+    worker_range,
+)
 from gemlab.engine.data import build_mixture, resolve
+from gemlab.engine.invariance import check_alignment_parallelism
 from gemlab.engine.model import build_model, build_stem, needs_plan, routing_table
+from gemlab.engine.pretrained import load_trunk
 from gemlab.engine.tasks import task_of
 from gemlab.errors import user_message
-from gemlab.plan.affinity import affinity_from_features
 from gemlab.plan.errors import PlanError
+from gemlab.plan.heldout import split_affinity, with_heldout_tasks
 from gemlab.plan.plan import Plan
 from gemlab.plan.planner import make_plan
 from gemlab.plan.problem import AssignmentProblem
@@ -54,24 +63,6 @@ def plan_fingerprint(plan: Plan | None) -> str | None:
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 
-def _load_backbone(model: torch.nn.Module, path: str) -> None:
-    file = resolve(path)
-    if not file.is_file():
-        raise ConfigError(f"affinity.backbone={path!r}: no such file {file}")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"affinity.backbone={path!r}: {file} is not a loadable weights file ({reason})") from None
-    state = state.get("model", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not set(state) & set(model.state_dict()):
-        raise ConfigError(f"affinity.backbone={path!r}: {file} holds no weights of model {type(model).__name__}")
-    try:
-        model.load_state_dict(state, strict=False)
-    except RuntimeError as error:
-        raise ConfigError(f"affinity.backbone={path!r}: {file} does not fit this model: {error}") from None
-
-
 @torch.no_grad()
 def task_features(cfg: DictConfig, mixture: DomainMixture) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Mean stem feature of each task (domain, or global class) on the calibration split, and every sample's.
@@ -79,16 +70,21 @@ def task_features(cfg: DictConfig, mixture: DomainMixture) -> tuple[np.ndarray, 
     The stem is built before any MoE layer, so its initialisation -- and so
     the plan -- does not depend on the router; its MoE layers are stand-ins
     that route nothing, so the planned routers (which need this very plan)
-    stay out of the loop.
+    stay out of the loop. ``affinity.backbone=init`` is the stem training starts from: the model's
+    initialisation, or the trunk of ``trainer.init_from`` when one is set.
     """
     model = build_stem(as_plain(cfg), mixture).eval()
     if cfg.affinity.backbone != "init":
-        _load_backbone(model, cfg.affinity.backbone)
+        load_trunk(model, cfg.affinity.backbone, "affinity.backbone")
+    elif cfg.trainer.init_from is not None:
+        load_trunk(model, cfg.trainer.init_from, "trainer.init_from")
     data, split = task_of(mixture).data(mixture, cfg.data.image_size), cfg.data.calibration_split
     by_domain = cfg.plan.level == "domain"
     num_tasks = len(mixture.domains) if by_domain else len(mixture.labels.names)
     sums, counts, pool = None, np.zeros(num_tasks), []
     for d in range(len(mixture.domains)):
+        if d in mixture.heldout and not by_domain:
+            continue  # a held-out domain's labels must not shape a class plan
         images, classes = data.calibration(d, split, cfg.affinity.samples_per_domain, cfg.seed)
         features = model.features(images).double().numpy()
         # a sample counts for its domain, or for each class it shows (a detection image shows several)
@@ -99,7 +95,8 @@ def task_features(cfg: DictConfig, mixture: DomainMixture) -> tuple[np.ndarray, 
         sums = np.zeros((num_tasks, features.shape[1])) if sums is None else sums
         np.add.at(sums, tasks, features[samples])
         np.add.at(counts, tasks, 1)
-        pool.append(features)
+        if d not in mixture.heldout:  # anchors come from the training domains alone
+            pool.append(features)
     names = list(mixture.names) if by_domain else list(mixture.labels.names)
     missing = [names[t] for t in np.flatnonzero(counts == 0)]
     if missing:
@@ -111,26 +108,31 @@ def solve_plan(cfg: DictConfig, mixture: DomainMixture) -> Plan:
     """GEM's plan: affinity of task features to k-means++ anchors, then the configured strategy.
 
     Anchors are fitted on the task means -- each expert starts at a cluster of similar tasks -- unless
-    there are more experts than tasks; then on the calibration samples themselves.
+    there are more experts than tasks; then on the calibration samples themselves. A held-out domain
+    (``data.holdout``, domain-level plans) is planned without: anchors and assignment come from the
+    training domains, and it is then sent to its closest anchor's expert (:mod:`gemlab.plan.heldout`).
     """
     means, names, samples = task_features(cfg, mixture)
-    num_experts = cfg.moe.num_experts
-    pool = samples if num_experts > len(names) else None
-    capacity = cfg.plan.capacity or default_capacity(len(names), num_experts)
+    heldout = mixture.heldout if cfg.plan.level == "domain" else ()
+    num_experts, trained = cfg.moe.num_experts, len(names) - len(heldout)
+    pool = samples if num_experts > trained else None
+    capacity = cfg.plan.capacity or default_capacity(trained, num_experts)
     try:
-        costs = affinity_from_features(means, names, num_experts, cfg.seed, anchor_pool=pool)
+        costs, heldout_costs = split_affinity(means, names, heldout, num_experts, cfg.seed, anchor_pool=pool)
         problem = AssignmentProblem.count(costs.costs, capacity, costs.task_names, costs.expert_names)
         options = StrategyOptions(precision=cfg.plan.precision, seed=cfg.seed, time_limit=cfg.plan.time_limit)
-        return make_plan(problem, cfg.plan.strategy, options)
+        plan = make_plan(problem, cfg.plan.strategy, options)
+        return with_heldout_tasks(plan, {d: names[d] for d in heldout}, heldout_costs) if heldout else plan
     except PlanError as error:
         raise ConfigError(f"plan: {error}") from None
 
 
 def planner_inputs_digest(cfg: DictConfig) -> str:
-    """What the plan depends on: data, stem (model), affinity, planner settings, expert count, seed."""
+    """What the plan depends on: data, stem (model, initial weights), affinity, planner settings, expert count, seed."""
     plain = as_plain(cfg)
     inputs = {key: plain[key] for key in ("data", "model", "affinity", "plan", "seed")}
     inputs["num_experts"] = plain["moe"]["num_experts"]
+    inputs["init_from"] = plain["trainer"]["init_from"]
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
@@ -226,6 +228,8 @@ def with_absolute_paths(cfg: DictConfig) -> DictConfig:
     cfg.storage_path = storage_location(cfg).uri
     if cfg.affinity.backbone != "init":
         cfg.affinity.backbone = str(resolve(cfg.affinity.backbone))
+    if cfg.trainer.init_from is not None:
+        cfg.trainer.init_from = str(resolve(cfg.trainer.init_from))
     return cfg
 
 
@@ -243,7 +247,10 @@ def prepare(cfg: DictConfig, plan_cache: Location | None = None) -> Prepared:
         raise ConfigError(f"data: {error}") from None
     plan = cached_plan(cfg, mixture, plan_cache) if needs_plan(cfg) else None
     table = routing_table(cfg, mixture, plan)
-    build_model(as_plain(cfg), mixture, plan)  # router and model options are checked here, not in a worker
+    check_alignment_parallelism(cfg, table is not None, worker_range(cfg)[1])
+    model = build_model(as_plain(cfg), mixture, plan)  # router and model options are checked here, not in a worker
+    if cfg.trainer.init_from is not None:  # and the initial weights: a file that does not fit fails here
+        load_trunk(model, cfg.trainer.init_from, "trainer.init_from")
     run_dir = storage / name
     run_dir.make_dirs()
     check_resumable(cfg, run_dir, plan)

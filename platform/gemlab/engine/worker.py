@@ -14,8 +14,12 @@ import torch
 
 from gemlab.data.sampler import MixtureSampler
 from gemlab.engine.data import build_mixture
+from gemlab.engine.invariance import check_alignment_parallelism
 from gemlab.engine.model import build_model
+from gemlab.engine.optim import LRSchedule, build_optimizer
 from gemlab.engine.parallel import GradientSync, WorkerRole, data_parallel_role, expert_parallel_role
+from gemlab.engine.pretrained import load_trunk
+from gemlab.engine.router_state import RouterStateSync
 from gemlab.engine.tasks import task_of
 
 
@@ -30,18 +34,22 @@ class Worker:
     def __init__(self, cfg: Mapping[str, Any], plan, table: tuple[int, ...] | None, rank: int, world_size: int):
         self.cfg, self.table = cfg, table
         self.mixture = build_mixture(cfg["data"], cfg["seed"])
-        self.task = task_of(self.mixture)
+        self.task = task_of(self.mixture, cfg["objective"])  # the data's task, or a self-supervised objective
         num_experts = cfg["moe"]["num_experts"]
+        heldout = self.mixture.heldout  # leave-one-domain-out: evaluated, never sampled
         if table is not None:
-            self.role = expert_parallel_role(table, self.mixture.weights, num_experts, rank, world_size)
+            self.role = expert_parallel_role(table, self.mixture.weights, num_experts, rank, world_size, heldout)
         else:
-            self.role = data_parallel_role(len(self.mixture.domains), num_experts, rank, world_size)
+            self.role = data_parallel_role(len(self.mixture.domains), num_experts, rank, world_size, heldout)
+        check_alignment_parallelism(cfg, self.role.expert_parallel, world_size)
         self.model = build_model(cfg, self.mixture, plan, self.role.local_experts).train()
         trainer = cfg["trainer"]
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=trainer["lr"], weight_decay=trainer["weight_decay"]
-        )
+        if trainer["init_from"] is not None:  # before the optimizer: it starts from the loaded trunk
+            load_trunk(self.model, trainer["init_from"], "trainer.init_from")
+        self.optimizer = build_optimizer(self.model, trainer)
+        self.schedule = LRSchedule.from_config(trainer)
         self.sync = GradientSync(self.model, self.role)
+        self.router_state = RouterStateSync(self.model, self.role)
         self.data = self.task.data(self.mixture, cfg["data"]["image_size"])
         self.sampler = (
             MixtureSampler(self.mixture, trainer["batch_size"], cfg["seed"], rank, self.role.train_domains)
@@ -70,8 +78,11 @@ class Worker:
         return stats
 
     def step(self, step: int) -> dict[str, float]:
+        """One update at the lr of ``step``; then router and criterion state is made the world's (a collective)."""
         stats = self.backward(step)
+        self.schedule.apply(self.optimizer, step)
         self.optimizer.step()
+        self.router_state()
         return stats
 
     def evaluate(self) -> dict[int, dict[str, Any]]:

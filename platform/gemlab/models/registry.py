@@ -10,11 +10,11 @@ set for another model is an error, not silently ignored.
 
 from __future__ import annotations
 
-from gemlab.models import resnet, vit
+from gemlab.models import resnet, star, vit
 from gemlab.models.common import ModelSpec
 from gemlab.models.detection import spec as detection
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (vit.SPEC, resnet.SPEC, detection.SPEC)}
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (vit.SPEC, resnet.SPEC, star.SPEC, detection.SPEC)}
 
 
 def model_spec(name: str) -> ModelSpec:

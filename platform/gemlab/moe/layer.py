@@ -9,6 +9,8 @@ experts, for a router loss over their outputs: MoGE's CKA), and runs
 dispatch -> experts -> combine.
 It never looks at the router's type; the auxiliary losses come back in
 ``routing.aux_losses`` (already weighted), not on the output tensor. A
+shared expert is mixed in convexly with the router's ``routing.shared_weight``
+γ (MoGE Eq. 1: γ f_0 + (1 - γ) · routed; γ = 1: the shared expert alone). A
 router that regularises the layer's shared expert defines
 ``shared_expert_losses(shared_output, context)``; the layer hands it the
 shared expert's output, so that expert runs once.
@@ -77,7 +79,8 @@ class MoELayer(nn.Module):
         y = routing.combine(self.experts(routing.dispatch(tokens), routing.segment_sizes), tokens.shape[0])
         if self.shared_expert is not None:
             shared = self.shared_expert(tokens)
-            y = y + routing.shared_weight * shared
+            gamma = routing.shared_weight  # MoGE Eq. 1: f = γ f_0 + (1 - γ) Σ_k α_k f_k
+            y = gamma * shared + (1 - gamma) * y
             regularise = getattr(self.router, "shared_expert_losses", None)  # e.g. MoGE's supervised contrast
             if regularise is not None:
                 routing.aux_losses.update(regularise(shared, context))

@@ -54,41 +54,23 @@ def cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def cka_diversity_loss(outputs: list[torch.Tensor]) -> torch.Tensor:
-    """MoGE's diversity term: the mean CKA over pairs of experts' outputs on the same tokens.
+    """MoGE Eq. 2, the diversity term: the mean linear CKA over unordered pairs of experts' outputs on the
+    same t tokens.
 
     L_CKA = (2 / (E (E - 1))) * sum_{a < b} CKA(O_a, O_b)
+
+    The paper writes CKA in feature space, ||H_a^T H_b||_F^2 / (||H_a^T H_a||_F ||H_b^T H_b||_F) with
+    column-centred H; :func:`cka`'s Gram form is the same number (<K_a, K_b>_F = ||H_a^T H_b||_F^2).
     """
     pairs = [cka(outputs[a], outputs[b]) for a in range(len(outputs)) for b in range(a + 1, len(outputs))]
     return torch.stack(pairs).mean()
 
 
-def supervised_contrastive_loss(
-    features: torch.Tensor, positives: torch.Tensor, candidates: torch.Tensor, temperature: float = 0.1
-) -> torch.Tensor:
-    """Supervised contrastive loss (Khosla et al., 2020) with explicit pair masks.
-
-        L = -(1 / |A|) sum_{i in A} (1 / |P(i)|) sum_{p in P(i)} log(exp(s_ip / t) / sum_{a in C(i)} exp(s_ia / t))
-
-    s = cosine similarity; P(i) = ``positives[i]``, C(i) = ``candidates[i]`` (positives and
-    negatives; never i itself); A = anchors with at least one positive. 0 when no anchor has one.
-    """
-    z = torch.nn.functional.normalize(features, dim=-1)
-    logits = (z @ z.t()) / temperature
-    logits = logits.masked_fill(~candidates, float("-inf"))
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    anchors = positives.any(dim=1)
-    if not anchors.any():
-        return features.sum() * 0.0
-    per_anchor = (log_prob.masked_fill(~positives, 0.0).sum(dim=1) / positives.sum(dim=1).clamp_min(1))[anchors]
-    return -per_anchor.mean()
-
-
-def ood_bce_loss(scores: torch.Tensor, in_distribution: torch.Tensor) -> torch.Tensor:
-    """DQRoute's OOD term: L_OOD = mean_{i,k} BCE(s_k(x_i), 1[y_i in group k]); ``scores`` in [0, 1]."""
-    return torch.nn.functional.binary_cross_entropy(scores, in_distribution.to(scores.dtype))
-
-
 def coral_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Deep CORAL (Sun & Saenko, 2016): L = ||C_a - C_b||_F^2 / (4 d^2), C = feature covariance."""
+    """Deep CORAL (Sun & Saenko, 2016), Eq. 1: L = ||C_a - C_b||_F^2 / (4 d^2) for d-dimensional features.
+
+    C is each side's unbiased feature covariance, Eq. 2: C = (D^T D - (1^T D)^T (1^T D) / n) / (n - 1)
+    for an (n, d) batch D (``torch.cov``); each side needs n >= 2 rows.
+    """
     d = a.shape[1]
     return (torch.cov(a.t()) - torch.cov(b.t())).pow(2).sum() / (4 * d * d)

@@ -55,9 +55,13 @@ def build_router(name: str, dim: int, facts: RunFacts, **options: Any) -> nn.Mod
     """One router: ``name``'s builder with ``options``.
 
     Raises ValueError for an unknown name or options the router refuses (a plan it lacks, k out of
-    range ...), TypeError for an option it does not take.
+    range ...), or a router whose experts are classifiers (it has a ``head``, no layer router),
+    TypeError for an option it does not take.
     """
-    return router_spec(name).build(dim, facts, **options)
+    spec = router_spec(name)
+    if spec.build is None:
+        raise ValueError(f"router {name!r} builds a classifier head, not an MoE layer's router (RouterSpec.head)")
+    return spec.build(dim, facts, **options)
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,8 @@ class MoELayers:
         """
         router = self.spec.build(dim, self.facts, **self.options)
         experts = Experts(self.facts.num_experts, dim, hidden, self.local_experts)
-        shared = ExpertFFN(dim, hidden) if self.spec.shared_expert else None
+        with_shared = self.spec.shared_expert and getattr(router, "uses_shared_expert", True)  # MoGE's ablation
+        shared = ExpertFFN(dim, hidden) if with_shared else None
         return MoELayer(router=router, experts=experts, shared_expert=shared)
 
 

@@ -36,6 +36,7 @@ class RunFacts:
     plan: Any = None
     capacity: int | None = None  # domains per expert (the plan's capacity); None = not known
     seed: int = 0
+    batch_size: int | None = None  # training samples per step on each worker; None = not known
 
     @property
     def num_classes(self) -> int:
@@ -71,15 +72,31 @@ class RouterSpec:
     ``build(dim, facts, **options)`` returns the router of one MoE layer; ``options`` are the
     keys of ``experiments/router/<name>.yaml`` (less ``name`` and the criterion's keys), so an
     option the builder does not take is a TypeError naming it.
+
+    A router whose experts are *classifiers* on the model's pooled features (DQRoute) declares
+    ``head(dim, facts, **options)`` instead of ``build``: the module it returns replaces the model's
+    linear classifier and returns ``(logits, routing)`` like an MoE layer, and the model's trunk is
+    then dense (it builds no MoE layers). Raises TypeError unless exactly one of the two is given.
     """
 
     name: str
-    build: Callable[..., nn.Module]
+    build: Callable[..., nn.Module] | None = None  # build(dim, facts, **options): one MoE layer's router
     plan_level: PlanLevel | None = None  # the plan it follows: tasks are domains or classes; None = no plan
     domain_table: Callable[[RunFacts], Sequence[int]] | None = None  # domain -> expert, fixed before training
     shared_expert: bool = False  # each layer holds an always-on expert beside the routed ones
     criterion: Callable[..., nn.Module] | None = None  # criterion(facts, **keys): its training loss
     criterion_keys: tuple[str, ...] = ()  # config keys that configure the criterion, not the router
+    head: Callable[..., nn.Module] | None = None  # head(dim, facts, **options): the classifier, experts inside
+
+    def __post_init__(self) -> None:
+        if (self.build is None) == (self.head is None):
+            raise TypeError(f"router {self.name!r}: a RouterSpec declares exactly one of build and head")
+
+    def classifier(self, facts: RunFacts, options: Mapping[str, Any]) -> Callable[[int], nn.Module] | None:
+        """``dim -> head`` for a router whose experts are classifiers (the model calls it, seeded); else None."""
+        if self.head is None:
+            return None
+        return lambda dim: self.head(dim, facts, **options)
 
     @property
     def expert_parallel(self) -> bool:

@@ -2,13 +2,18 @@
 
     gemlab report runs/quickstart-gem-*/results.parquet runs/quickstart-topk-*/results.parquet --out report/
     gemlab report runs/sweeps/sweep-tiny-1a2b3c4d --out report/      # a folder: every results.parquet in it
+    gemlab report runs/sweeps/sweep-moge_digits-… --out report/ --select worst_group_accuracy   # MoGE's selection
 
 Classification runs are selected and reported by accuracy, detection runs
-by COCO AP (``ap``); ``--metric`` reports another (``ap50``, ``loss``), and
-results mixing the two tasks are refused.
+by COCO AP (``ap``); ``--metric`` reports another (``ap50``, ``loss``),
+``--select`` selects each method's candidate by another
+(``worst_group_accuracy``, ``macro_f1``), and results mixing the two tasks
+are refused. The per-domain table adds worst-group, macro-F1 and
+many/medium/few-shot columns where the results hold them.
 
 Writes ``per_domain.{md,tex,csv}``, ``ablation.{md,tex,csv}`` (when the
-results hold several planner strategies), ``heatmap-<method>.png``,
+results hold several planner strategies), ``heldout.{md,tex,csv}`` (when
+runs held a domain out: its score per setting), ``heatmap-<method>.png``,
 ``cross_expert-<method>.png`` (runs with a domain → expert table) and
 ``curve-<parameter>.png`` (parameters that vary), and prints the tables.
 A method or parameter name that is not a plain file name is written in
@@ -36,14 +41,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metric",
         help="the metric of the tables and curves (default: the task metric the results hold, accuracy or ap)",
     )
+    parser.add_argument(
+        "--select",
+        help="select each method's candidate by this metric's all-domain mean over seeds, the higher the better "
+        "(worst_group_accuracy, macro_f1; default: the task metric)",
+    )
 
 
-def _table_texts(frame, metric: str) -> dict[str, str]:
+def _table_texts(frame, metric: str, select: str | None) -> dict[str, str]:
     """File name → text of each table file (Markdown, LaTeX, CSV)."""
+    from gemlab.report.heldout import heldout_table
     from gemlab.report.tables import ablation_table, per_domain_table, to_csv, to_latex, to_markdown
 
     texts = {}
-    for name, table in (("per_domain", per_domain_table(frame, metric)), ("ablation", ablation_table(frame, metric))):
+    tables = (
+        ("per_domain", per_domain_table(frame, metric, select)),
+        ("ablation", ablation_table(frame, metric, select)),
+        ("heldout", heldout_table(frame)),  # leave-one-domain-out runs (data.holdout): every setting, unselected
+    )
+    for name, table in tables:
         if table is not None:
             texts |= {f"{name}.md": to_markdown(table) + "\n", f"{name}.tex": to_latex(table) + "\n"}
             texts[f"{name}.csv"] = to_csv(table)
@@ -55,18 +71,23 @@ def run(args: argparse.Namespace) -> int:
     from gemlab.files import write_text_atomically
     from gemlab.report.figures import cross_expert_matrices, parameter_curves, routing_heatmaps
     from gemlab.report.output import check_output_folder, destinations
-    from gemlab.report.results import load_results, task_metric, unscored_methods
+    from gemlab.report.results import check_selection, load_results, task_metric, unscored_methods
 
     check_output_folder(args.out)
     frame = load_results(args.results, args.metric)
+    check_selection(frame, args.select)
     task = task_metric(frame)
     metric = args.metric or task
-    left_out = unscored_methods(frame)
+    left_out = unscored_methods(frame, args.select)
     if left_out:
         names = ", ".join(map(repr, left_out))
-        print(f"gemlab report: note: no finite {task} to select by, left out: {names}", file=sys.stderr)
-    texts = _table_texts(frame, metric)
-    figures = [*routing_heatmaps(frame), *cross_expert_matrices(frame), *parameter_curves(frame, metric)]
+        print(f"gemlab report: note: no finite {args.select or task} to select by, left out: {names}", file=sys.stderr)
+    texts = _table_texts(frame, metric, args.select)
+    figures = [
+        *routing_heatmaps(frame, args.select),
+        *cross_expert_matrices(frame, args.select),
+        *parameter_curves(frame, metric),
+    ]
     paths = destinations(args.out, [*texts, *(figure.file_name for figure in figures)])
     args.out.mkdir(parents=True, exist_ok=True)
     for name, text in texts.items():

@@ -87,10 +87,11 @@ def _heat(domains, experts, values, title, label, marks, plt):
     return figure
 
 
-def routing_heatmaps(frame: pd.DataFrame) -> list[Figure]:
-    """Per method: the share of each domain's routed tokens that each expert got (last evaluation); raises nothing."""
+def routing_heatmaps(frame: pd.DataFrame, select: str | None = None) -> list[Figure]:
+    """Per method: the share of each domain's routed tokens that each expert got (last evaluation) in the
+    candidate selected by ``select`` (None: the task metric); raises nothing."""
     figures = []
-    for method, rows in selected(frame).groupby("method"):
+    for method, rows in selected(frame, select).groupby("method"):
         loads = _family(rows, EXPERT_LOAD)
         domains, experts = domains_of(loads), sorted(set(loads["expert"]))
         if domains:
@@ -112,14 +113,15 @@ def _routed_marks(loads: pd.DataFrame, domains: list[str], experts: list[int]) -
     return [(i, experts.index(expert)) for i, expert in routed if expert in experts]
 
 
-def cross_expert_matrices(frame: pd.DataFrame) -> list[Figure]:
-    """Per method with a domain → expert table: each domain's task metric through each expert, its routed one boxed.
+def cross_expert_matrices(frame: pd.DataFrame, select: str | None = None) -> list[Figure]:
+    """Per method whose routers can be forced: each domain's task metric through each expert, its most-routed
+    one boxed, in the candidate selected by ``select`` (None: the task metric).
 
     The task metric (accuracy, ap) names the title and the colour bar. Raises ReportError only for results
     without a single task metric, which :func:`~gemlab.report.results.load_results` refuses.
     """
     figures = []
-    for method, rows in selected(frame).groupby("method"):
+    for method, rows in selected(frame, select).groupby("method"):
         cross = _family(rows, CROSS_EXPERT)
         domains, experts = domains_of(cross), sorted(set(cross["expert"]))
         if not domains:

@@ -8,6 +8,9 @@ reads the final checkpoint. Per method, the candidate with the best mean
 mean ± std. The task metric is the one of
 :data:`~gemlab.results_schema.TASK_METRICS` the results hold: accuracy for
 classification runs, COCO AP for detection runs; one report takes one task.
+Asked to (``gemlab report --select worst_group_accuracy``), the candidate is
+selected by another metric of :data:`~gemlab.results_schema.SELECTION_METRICS`
+instead (MoGE's models are selected by worst-group accuracy).
 With a single evaluation split, selection and report share that split (an
 optimistic, oracle-style selection); say so when you quote it.
 
@@ -35,6 +38,7 @@ from gemlab.results_schema import (
     EXPERT_METRIC,
     PARAM_PREFIX,
     RESULTS_FILE,
+    SELECTION_METRICS,
     SWEPT_SEED,
     TASK_METRICS,
     Column,
@@ -247,34 +251,48 @@ def load_results(paths: Iterable[str | Path], metric: str | None = None) -> pd.D
     return frame
 
 
+def check_selection(frame: pd.DataFrame, select: str | None) -> None:
+    """``select`` (None: the task metric) must be one of SELECTION_METRICS with a finite ``all`` value somewhere.
+
+    Raises ReportError naming it and the metrics it may be.
+    """
+    if select is None:
+        return
+    if select not in SELECTION_METRICS:
+        choices = ", ".join(SELECTION_METRICS)
+        raise ReportError(f"--select {select}: runs are selected by one of {choices} (the higher, the better)")
+    finite = frame[np.isfinite(frame["value"]) & (frame["domain"] == ALL_DOMAINS) & (frame["metric"] == select)]
+    if finite.empty:
+        raise ReportError(f"--select {select}: the results hold no finite {ALL_DOMAINS!r}-domain {select}")
+
+
 def last_evaluations(frame: pd.DataFrame) -> pd.DataFrame:
     """Each run's rows at its last evaluated step; raises nothing."""
     last = frame.groupby(["run", *RUN_KEYS])["step"].transform("max")
     return frame[frame["step"] == last]
 
 
-def selected(frame: pd.DataFrame) -> pd.DataFrame:
-    """Last-evaluation rows of each method's selected candidate (best mean ``all`` task metric over seeds).
+def selected(frame: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
+    """Last-evaluation rows of each method's selected candidate (best mean ``all`` value of ``by`` over seeds).
 
-    The task metric is accuracy or ap, whichever the results hold (results
-    from :func:`load_results` hold one). A candidate without a finite mean
-    (every seed NaN: a diverged run) cannot be selected; a method with no
-    other is left out (see :func:`unscored_methods`). Raises nothing.
+    ``by`` None is the task metric: accuracy or ap, whichever the results hold (results
+    from :func:`load_results` hold one); else a metric of SELECTION_METRICS (:func:`check_selection`).
+    A candidate without a finite mean (every seed NaN: a diverged run) cannot be selected; a method with
+    no other is left out (see :func:`unscored_methods`). Raises nothing.
     """
     last = last_evaluations(frame)
-    scores = last[(last["domain"] == ALL_DOMAINS) & last["metric"].isin(TASK_METRICS.values())]
+    wanted = list(TASK_METRICS.values()) if by is None else [by]
+    scores = last[(last["domain"] == ALL_DOMAINS) & last["metric"].isin(wanted)]
     means = scores.groupby(["method", "candidate"])["value"].mean().reset_index()
     means = means[np.isfinite(means["value"])]
     best = means.loc[means.groupby("method")["value"].idxmax(), ["method", "candidate"]]
     return last.merge(best, on=["method", "candidate"])
 
 
-def unscored_methods(frame: pd.DataFrame) -> list[str]:
-    """Methods with no finite ``all`` task metric at their last evaluation, so in no table or figure.
-
-    Raises nothing.
-    """
-    return sorted(set(frame["method"]) - set(selected(frame)["method"]))
+def unscored_methods(frame: pd.DataFrame, by: str | None = None) -> list[str]:
+    """Methods with no finite ``all`` value of ``by`` (None: the task metric) at their last evaluation, so in
+    no table or figure. Raises nothing."""
+    return sorted(set(frame["method"]) - set(selected(frame, by)["method"]))
 
 
 def domains_of(frame: pd.DataFrame) -> list[str]:

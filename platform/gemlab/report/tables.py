@@ -2,7 +2,10 @@
 
 * per-domain table (Table II): one row per method, one column per domain and
   ``Avg.``; mean ± std over the selected candidate's seeds, of the task
-  metric (accuracy, or AP for detection) unless another is asked for;
+  metric (accuracy, or AP for detection) unless another is asked for; then,
+  where the results hold them, the run-level columns of
+  :data:`~gemlab.results_schema.SUMMARY_COLUMNS` (worst group, macro-F1,
+  many / medium / few-shot accuracy), as MoGE's and DQRoute's tables report;
 * mapping-strategy ablation (Table VI): the ``gem`` router under each planner
   strategy, in the paper's order (random, argmax, expert-centric, greedy,
   GEM, exact), then any other strategy the planner registers
@@ -29,7 +32,7 @@ import pandas as pd
 
 from gemlab.plan.strategies import STRATEGIES
 from gemlab.report.results import domains_of, selected, task_metric
-from gemlab.results_schema import ALL_DOMAINS
+from gemlab.results_schema import ALL_DOMAINS, SUMMARY_COLUMNS
 
 # Table VI's rows: the maps GEM is compared with, GEM's own, then the exact MIP it approaches.
 PAPER_STRATEGY_ORDER = ("random", "argmax", "expert_centric", "greedy", "gem", "exact")
@@ -44,45 +47,59 @@ class Table:
     rows: list[tuple[str, dict[str, tuple[float, float, int]]]]
 
 
-def _cells(rows: pd.DataFrame, columns: list[str]) -> dict[str, tuple[float, float, int]]:
+def _columns(picked: pd.DataFrame, metric: str) -> dict[str, tuple[str, str]]:
+    """Column label -> the (domain, metric) its cells hold: each domain's ``metric``, its ``all`` value
+    (``Avg.``), and each summary metric the selected rows hold a finite ``all`` value of."""
+    columns = {d: (d, metric) for d in domains_of(picked[picked["metric"] == metric])} | {"Avg.": (ALL_DOMAINS, metric)}
+    run_level = picked[(picked["domain"] == ALL_DOMAINS) & np.isfinite(picked["value"])]
+    held = set(run_level["metric"])
+    return columns | {label: (ALL_DOMAINS, m) for label, m in SUMMARY_COLUMNS.items() if m in held and m != metric}
+
+
+def _cells(rows: pd.DataFrame, columns: dict[str, tuple[str, str]]) -> dict[str, tuple[float, float, int]]:
     cells = {}
-    for column in columns:
-        values = rows[rows["domain"] == (ALL_DOMAINS if column == "Avg." else column)]["value"]
+    for column, (domain, metric) in columns.items():
+        values = rows[(rows["domain"] == domain) & (rows["metric"] == metric)]["value"]
         if np.isfinite(values).any():
             cells[column] = (float(values.mean()), float(values.std(ddof=0)), len(values))
     return cells
 
 
-def per_domain_table(frame: pd.DataFrame, metric: str | None = None) -> Table:
-    """Each method's selected candidate: ``metric`` (None: the task metric) per domain and on average.
+def _selected_by(select: str | None) -> str:
+    return "" if select is None else f", selected by {select}"
+
+
+def per_domain_table(frame: pd.DataFrame, metric: str | None = None, select: str | None = None) -> Table:
+    """Each method's selected candidate: ``metric`` (None: the task metric) per domain, on average, and the
+    summary columns the results hold; the candidate is selected by ``select`` (None: the task metric).
 
     Raises ReportError (from :func:`~gemlab.report.results.task_metric`) only when ``metric`` is None and
     the results hold no single task metric, which :func:`~gemlab.report.results.load_results` refuses.
     """
     metric = metric or task_metric(frame)
-    picked = selected(frame)
-    picked = picked[picked["metric"] == metric]
-    columns = [*domains_of(picked), "Avg."]
+    picked = selected(frame, select)
+    columns = _columns(picked, metric)
     rows = [(method, _cells(group, columns)) for method, group in picked.groupby("method", sort=True)]
-    return Table(f"per-domain {metric} (mean ± std over seeds)", columns, rows)
+    return Table(f"per-domain {metric} (mean ± std over seeds{_selected_by(select)})", list(columns), rows)
 
 
-def ablation_table(frame: pd.DataFrame, metric: str | None = None) -> Table | None:
+def ablation_table(frame: pd.DataFrame, metric: str | None = None, select: str | None = None) -> Table | None:
     """The gem router under each planner strategy; None unless the results hold two strategies.
 
-    ``metric`` None is the task metric. Raises ReportError as :func:`per_domain_table` does.
+    ``metric`` None is the task metric, ``select`` as in :func:`per_domain_table`. Raises ReportError as
+    :func:`per_domain_table` does.
     """
     gem = frame[frame["router"] == "gem"].copy()
     if gem["strategy"].nunique() < 2:
         return None
     metric = metric or task_metric(frame)
     gem["method"] = gem["strategy"]
-    picked = selected(gem)
-    picked = picked[picked["metric"] == metric]
-    columns = [*domains_of(picked), "Avg."]
+    picked = selected(gem, select)
+    columns = _columns(picked, metric)
     order = strategy_order(set(picked["method"]))
     rows = [(strategy, _cells(picked[picked["method"] == strategy], columns)) for strategy in order]
-    return Table(f"mapping strategy ablation, {metric} (mean ± std over seeds)", columns, rows)
+    title = f"mapping strategy ablation, {metric} (mean ± std over seeds{_selected_by(select)})"
+    return Table(title, list(columns), rows)
 
 
 def _paper_rank(strategy: str) -> int:

@@ -3,9 +3,10 @@
 The engine trains classifiers and detectors with one worker and one loop:
 everything that differs -- how images are decoded and batched, the loss,
 how a domain is scored -- sits behind :class:`Task`. A run's task is the
-task of its domains (:func:`task_of`), and its model must be built for it.
+task of its domains, or the self-supervised objective the config names
+(:func:`task_of`), and its model must be built for it.
 
-    task = task_of(mixture)
+    task = task_of(mixture, cfg.objective)   # the data's task, or a self-supervised objective on it
     data = task.data(mixture, image_size)
     loss, stats = task.loss(model, data.batch(pairs))
     results = task.evaluate(model, data, domains, "val", batch_size)   # domain id -> {metric: value, ...}
@@ -13,7 +14,7 @@ task of its domains (:func:`task_of`), and its model must be built for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -57,8 +58,17 @@ class Task(Protocol):
         """Domain id -> an image (uint8 (3, H, W)) showing the model's output on the split's first image, or {}."""
 
 
-def task_of(mixture: DomainMixture) -> Task:
-    """The task of the mixture's domains; raises ConfigError when they mix tasks."""
+SUPERVISED = "supervised"  # the objective that trains the data's own task (``objective.name``'s default)
+
+
+def task_of(mixture: DomainMixture, objective: Mapping[str, Any] | None = None) -> Task:
+    """The run's task: the task of the mixture's domains, or a self-supervised objective on them.
+
+    ``objective`` is the config's ``objective`` group (None or ``name: supervised``: the data's own task;
+    ``name: star``: STAR's self-supervised objective on classification data, built from the group's keys).
+    Raises ConfigError when the domains mix tasks, the objective is unknown or does not fit the data,
+    or an objective key is bad (naming it).
+    """
     from gemlab.engine.tasks.classification import CLASSIFICATION
     from gemlab.engine.tasks.detection import DETECTION
 
@@ -66,7 +76,17 @@ def task_of(mixture: DomainMixture) -> Task:
     if len(tasks) > 1:
         by_task = {t: [d.name for d in mixture.domains if d.task == t] for t in sorted(tasks)}
         raise ConfigError(f"data.domains: a run trains one task, these domains mix them: {by_task}")
-    return {CLASSIFICATION.name: CLASSIFICATION, DETECTION.name: DETECTION}[tasks.pop()]
+    task = {CLASSIFICATION.name: CLASSIFICATION, DETECTION.name: DETECTION}[tasks.pop()]
+    name = SUPERVISED if objective is None else objective["name"]
+    if name == SUPERVISED:
+        return task
+    if name != "star":
+        raise ConfigError(f"objective={name}: unknown; choose supervised or star (experiments/objective/)")
+    if task is not CLASSIFICATION:
+        raise ConfigError(f"objective=star learns from classification images, but data.domains are {task.name}")
+    from gemlab.engine.tasks.star import STARTask
+
+    return STARTask(objective)
 
 
 def expert_share(routings: Iterable[Any]) -> torch.Tensor | None:

@@ -19,6 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 from gemlab.data.dataset import load_sample
 from gemlab.data.mixture import DomainMixture
 from gemlab.engine.config import ConfigError
+from gemlab.engine.model import class_counts
 from gemlab.engine.tasks import expert_share, load_shares
 from gemlab.evaluation import AccuracyEvaluator
 
@@ -84,20 +85,36 @@ class ClassificationTask:
         return DomainTensors(mixture, image_size)
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """criterion + the routers' auxiliary losses + λ · the model's feature alignment, if it has one.
+
+        The alignment (``invariance.*``; :mod:`gemlab.engine.invariance`) is Deep CORAL's Eq. 1 averaged
+        over the batch's aligned domain pairs, on the pooled features the head reads; ``invariance``
+        in the stats is that mean before λ.
+        """
         out = model(batch["images"], **model_inputs(batch, with_labels=True))
         task = model.criterion(out.logits, batch["labels"])
         stats = {"loss": task.item(), **{f"aux/{k}": v.item() for k, v in out.aux_losses.items()}}
-        return task + out.aux_loss, stats
+        total = task + out.aux_loss
+        alignment = getattr(model, "alignment", None)  # only classifiers built with invariance.mode != none
+        if alignment is not None:
+            penalty = alignment(out.features, batch["domain"])
+            stats["invariance"] = penalty.item()
+            total = total + alignment.weight * penalty
+        return total, stats
 
     @torch.no_grad()
     def evaluate(
         self, model: nn.Module, data: DomainTensors, domains: Iterable[int], split: str, batch_size: int
     ) -> dict[int, dict[str, Any]]:
-        """Domain id -> {accuracy, loss, expert_load} on ``split``."""
+        """Domain id -> {accuracy, loss, macro_f1, many/medium/few_shot_accuracy, expert_load} on ``split``.
+
+        The shot groups are by the mixture's training images per class (the whole mixture's, so a class
+        is in one group in every domain).
+        """
         was_training = model.training
         model.eval()
         results = {}
-        evaluator = AccuracyEvaluator()
+        evaluator = AccuracyEvaluator(class_counts(data.mixture))
         for domain in domains:
             part = data.split(domain, split)
             evaluator.reset()

@@ -83,6 +83,10 @@ class DINO(nn.Module):
         """(B, C) pooled last-stage backbone feature: the router-free stem of GEM's affinity (§3.4)."""
         return self.backbone.pooled(images)
 
+    def trunk_names(self) -> tuple[str, ...]:
+        """The backbone, by name: what a pretrained file initialises and ``backbone_lr_scale`` scales."""
+        return ("backbone",)
+
     def forward(
         self,
         images: torch.Tensor,

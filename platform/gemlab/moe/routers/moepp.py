@@ -5,10 +5,18 @@ token is skipped), *copy* experts (output = the token) and *constant*
 experts (output ``a1 x + a2 v_j`` with a learned vector v_j and
 ``(a1, a2) = softmax(W_c x)``). Only FFN choices cost FLOPs, so easy tokens
 become cheap. Top-k runs over all experts with the usual balance loss.
-*Gating residuals*: a layer's router logits get ``W_r l_prev`` added, where
-``l_prev`` are the previous MoE++ layer's logits; the model passes them as
-``MoELayer(..., previous_logits=routing.logits)`` of the layer before, or
-nothing for the first layer.
+*Gating residuals* (MoE++'s pathway-aware router, §3 of Jin et al., 2024):
+the router scores of MoE layer j add a learned map of layer j - 1's scores,
+
+    G_j(x) = W_j x_j + W_r,j G_{j-1}(x),      G_1(x) = W_1 x_1,
+
+recursively: ``G_{j-1}`` already holds its own residual (as in the authors'
+code, whose router hands its summed logits to the next layer). The models
+pass them on -- the ViT from one MoE block to the next, the DINO decoder
+from one MoE FFN to the next -- as ``MoELayer(..., previous_logits=routing.logits)``
+of the layer before, nothing for the first; ResNet has one MoE layer, so
+nothing to pass. ``gating_residual: false`` builds no ``W_r``, and the
+previous logits are then ignored.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ class MoEPlusPlusRouter(nn.Module):
         self.first_constant = self.first_copy + copy_experts
 
     def forward(self, tokens: torch.Tensor, context: RoutingContext) -> ZeroComputationRouting:
+        """Top-k over every expert kind of ``G_j`` (the gating residual added when on and given)."""
         logits = self.gate(tokens)
         if self.residual is not None and context.previous_logits is not None:
             logits = logits + self.residual(context.previous_logits)
