@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pyarrow.parquet as pq
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gemlab.engine.config import compose_config
@@ -49,6 +50,20 @@ def test_the_written_table_is_the_schema_and_reads_back_as_the_report_reads(tmp_
     frame = load_results([tmp_path])  # found under the folder by its file name, every column checked
     assert set(frame["metric"]) >= {ACCURACY, f"{EXPERT_LOAD}/1", f"{CROSS_EXPERT}/1", "train/loss"}
     assert selected(frame)["run"].unique().tolist() == ["run-a"]
+
+
+def test_tune_gets_every_run_level_metric_and_the_held_out_domains_mean():
+    """A sweep may rank by worst-group accuracy or held-out accuracy: the flat metrics carry them."""
+    from gemlab.engine.loop import flat_metrics
+
+    record = {**evaluation_record(100, 0.8), "heldout": ["invert"]}
+    metrics = flat_metrics(record)
+    assert metrics["accuracy"] == pytest.approx(0.6) and metrics["accuracy/invert"] == pytest.approx(0.4)
+    assert metrics["worst_group_accuracy"] == pytest.approx(0.4)
+    assert metrics["loss"] == pytest.approx(1.0)  # the mean of the domains' evaluation loss
+    assert metrics["heldout_accuracy"] == pytest.approx(0.4)
+    assert metrics["train/loss"] == 0.7 and metrics["step"] == 100
+    assert "heldout_accuracy" not in flat_metrics(evaluation_record(100, 0.8))
 
 
 def test_the_schema_loads_neither_torch_nor_ray_nor_pyarrow():

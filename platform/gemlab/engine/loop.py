@@ -26,9 +26,10 @@ from typing import Any
 import torch.distributed as dist
 
 from gemlab.engine.checkpoint import read_checkpoint, write_checkpoint
-from gemlab.engine.outputs import domain_scores, mean_score
+from gemlab.engine.outputs import domain_metrics, domain_scores, mean_score
 from gemlab.engine.resume import ResumePoint, checkpoint_name, find_resume_point
 from gemlab.engine.worker import Worker, role_summary
+from gemlab.results_schema import ALL_DOMAINS, heldout_metric
 from gemlab.storage import Location
 
 
@@ -128,10 +129,20 @@ def _previews(worker: Worker) -> dict[str, Any]:
 
 def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
     """The record as flat scalars, for ``ray.train.report`` (and Tune's schedulers): the task metric's mean and
-    per-domain values (``accuracy``, ``accuracy/<domain>``; ``ap``, ``ap/<domain>``) and the training losses."""
+    per-domain values (``accuracy``, ``accuracy/<domain>``; ``ap``, ``ap/<domain>``), every other run-level
+    metric of the results table (``worst_group_accuracy``, ``macro_f1`` ...), the held-out domains' mean
+    (``heldout_accuracy``) under leave-one-domain-out, and the training losses.
+
+    A sweep's ``metric`` may name any of them: Tune ranks and stops trials by what this reports.
+    """
     metric = record["metric"]
     metrics = {"step": record["step"], metric: mean_score(record)}
     metrics.update({f"{metric}/{name}": score for name, score in domain_scores(record).items()})
+    run_level = (row for row in domain_metrics(record["domains"]) if row[0] == ALL_DOMAINS and row[1] not in metrics)
+    metrics.update({name: value for _, name, value in run_level})
+    heldout = [record["domains"][name][metric] for name in record.get("heldout", ())]
+    if heldout:
+        metrics[heldout_metric(metric)] = sum(heldout) / len(heldout)
     metrics.update({f"train/{key}": value for key, value in record["train"].items()})
     return metrics
 
