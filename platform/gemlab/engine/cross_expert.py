@@ -21,7 +21,7 @@ from torch import nn
 from gemlab.engine.checkpoint import read_checkpoint
 from gemlab.engine.config import as_plain, identity_digest
 from gemlab.engine.data import build_mixture
-from gemlab.engine.model import build_model
+from gemlab.engine.model import build_model, configured_router
 from gemlab.engine.prepare import PLAN_FILE, plan_fingerprint, read_plan
 from gemlab.engine.resume import find_resume_point
 from gemlab.engine.tasks import task_of
@@ -77,11 +77,13 @@ def cross_expert_accuracy(cfg: DictConfig, run_dir: Location, checkpoint: Locati
 
     Raises CheckpointMismatch or CheckpointDamaged for a checkpoint that does not fit or load.
     """
+    if not configured_router(cfg).forcible:
+        return None
     mixture = build_mixture(cfg.data, cfg.seed)
     plan_file = run_dir / PLAN_FILE
     plan = read_plan(plan_file) if plan_file.is_file() else None
     model = build_model(as_plain(cfg), mixture, plan)
-    if not can_force(model):
+    if not can_force(model):  # a model without experts (Mixed-DINO) under a forcible router
         return None
     expected = {
         "plan_fingerprint": plan_fingerprint(plan),

@@ -87,6 +87,7 @@ class RouterSpec:
     criterion: Callable[..., nn.Module] | None = None  # criterion(facts, **keys): its training loss
     criterion_keys: tuple[str, ...] = ()  # config keys that configure the criterion, not the router
     head: Callable[..., nn.Module] | None = None  # head(dim, facts, **options): the classifier, experts inside
+    forcible_without_table: bool = False  # its routers can be forced to one expert though they follow no table
 
     def __post_init__(self) -> None:
         if (self.build is None) == (self.head is None):
@@ -105,6 +106,14 @@ class RouterSpec:
         Such a router can also be forced to one expert, which is what the cross-expert matrix does.
         """
         return self.domain_table is not None
+
+    @property
+    def forcible(self) -> bool:
+        """Its routers can send every token to one chosen expert (``forced``): the cross-expert matrix exists.
+
+        Known from the spec, so a run whose router cannot be forced builds no model to find out.
+        """
+        return self.expert_parallel or self.forcible_without_table
 
     def router_options(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The router's own knobs of a router config (``name`` and the criterion's keys removed)."""

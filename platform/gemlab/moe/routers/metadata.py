@@ -199,6 +199,7 @@ class MetadataRouter(nn.Module):
 SPEC = RouterSpec(
     name="metadata",
     shared_expert=True,  # unless its option shared_expert is false (MetadataRouter.uses_shared_expert)
+    forcible_without_table=True,  # MetadataRouter.forced: the paper's forced-expert matrix
     build=lambda dim, facts, **options: MetadataRouter(
         dim, facts.num_experts, metadata_dim=facts.metadata_dim(), **options
     ),
