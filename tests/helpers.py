@@ -61,10 +61,11 @@ def evaluation_record(step: int, accuracy: float) -> dict:
 
 
 class RoundRobinPlan:
-    """The two fields a router reads from a plan: task t on expert t mod E; raises nothing."""
+    """The fields a router reads from a plan: task t on expert t mod E, also as a one-hot LP plan; raises nothing."""
 
     def __init__(self, tasks: int, num_experts: int) -> None:
         self.num_experts, self.assignment = num_experts, np.arange(tasks) % num_experts
+        self.fractional = np.eye(num_experts)[self.assignment]
 
 
 def giou_written_out(a, b) -> float:

@@ -24,7 +24,8 @@ SMALL = ["model.width=8", "model.head_hidden=16", "model.out_dim=8", "trainer.ba
 
 
 def star(digits_dir, storage, *overrides: str) -> Prepared:
-    """experiment=star_digits, small, on two of the test session's digit domains (the digits_dir fixture), prepared; raises ConfigError."""
+    """experiment=star_digits, small, on two of the test session's digit domains (the digits_dir fixture), prepared;
+    raises ConfigError."""
     base = [
         "experiment=star_digits",
         f"data.path={digits_dir}",

@@ -70,6 +70,20 @@ SAMPLES_PER_S, CPU_MS_PER_SAMPLE, ALLREDUCE_BYTES_PER_STEP = (
     "allreduce_bytes_per_step",
 )
 
+# The model's parameter counts (gemlab.engine.parameters), run-level rows under ALL_DOMAINS at a run's last
+# evaluated step: every parameter, the experts' (every routed expert of every layer), those one token passes
+# through, and the experts' hidden width (absent for a model without MoE layers). Keyed by the name run.json's
+# ``parameters`` gives each count.
+PARAMS_TOTAL, PARAMS_EXPERTS, PARAMS_ACTIVE, EXPERT_HIDDEN = (
+    "params_total",
+    "params_experts",
+    "params_active",
+    "expert_hidden",
+)
+PARAMETER_METRICS = MappingProxyType(
+    {"total": PARAMS_TOTAL, "experts": PARAMS_EXPERTS, "active": PARAMS_ACTIVE, "expert_hidden": EXPERT_HIDDEN}
+)
+
 # A sweep's table adds these columns to its trials' rows: the sweep, the trial, and one per swept key.
 SWEEP_COLUMN, TRIAL_COLUMN, PARAM_PREFIX = "sweep", "trial", "param:"
 
@@ -139,6 +153,12 @@ HELDOUT_PREFIX = "heldout_"
 def heldout_metric(task_metric: str) -> str:
     """The held-out domain's metric of a task metric: ``heldout_accuracy``; raises nothing."""
     return f"{HELDOUT_PREFIX}{task_metric}"
+
+
+# A run that adapts a trained parent to added domains (adapt.parent): each added domain's task metric as its
+# ``adaptability``, each old domain's drop from the parent's last score as its ``forgetting`` (positive: worse),
+# and each one's mean under ALL_DOMAINS (gemlab.engine.forgetting).
+ADAPTABILITY, FORGETTING = "adaptability", "forgetting"
 
 
 def arrow_schema() -> pa.Schema:

@@ -4,6 +4,10 @@ Sampling weights follow ``p_d ∝ n_d^α``: α = 1 samples every image equally
 often (large domains dominate), α = 0 samples every domain equally often,
 and values between trade the two off -- the usual temperature knob of
 multi-dataset training.
+
+A *replay* mixture (continuing a trained model on added domains) reweights
+by group instead: the added domains share mass ``1 - r`` and the domains the
+model was trained on share ``r``, each group internally still by ``n_d^α``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,30 @@ import numpy as np
 
 from gemlab.data.domain import Domain, _duplicates
 from gemlab.data.errors import DataError
+
+
+def _replayed(powered: np.ndarray, names: Sequence[str], added: Sequence[str], fraction: float) -> np.ndarray:
+    """Weights giving the ``added`` domains mass 1 - ``fraction`` and the rest ``fraction``, each group by ``powered``.
+
+    Raises DataError for an added name that is not a domain, no added or no other domain, a fraction outside
+    [0, 1), or a group whose domains all have weight 0 while it is given mass.
+    """
+    unknown = [name for name in added if name not in names]
+    if unknown:
+        raise DataError(f"mixture: added domain(s) {unknown} are not among the domains {list(names)}")
+    if not (0 <= fraction < 1):
+        raise DataError(f"mixture: the replay fraction must be in [0, 1), got {fraction}")
+    new = np.array([name in added for name in names])
+    weights = np.zeros_like(powered)
+    for group, mass in ((new, 1.0 - fraction), (~new, fraction)):
+        if mass == 0:
+            continue
+        total = powered[group].sum()
+        if not total > 0:
+            which = "added" if group is new else "replayed"
+            raise DataError(f"mixture: the {which} domains have no weight to give mass {mass:g} to")
+        weights[group] = powered[group] / total * mass
+    return weights
 
 
 @dataclass(frozen=True)
@@ -40,11 +68,20 @@ class DomainMixture:
     ``heldout`` names domains that are evaluated but never trained on (leave-one-domain-out, as
     DomainBed does): they keep their place, ids and labels in the mixture, so every evaluation and
     routing table covers them, but their sampling weight is 0 and the others' are renormalised
-    among themselves. Raises DataError for no domains, duplicate domain names, a negative α, or a
-    held-out name that is not a domain or that leaves nothing to train on.
+    among themselves. ``replay`` = (added domain names, r) gives the added domains mass 1 - r and the
+    others r (see the module docstring); with r = 0 the others are evaluated but not sampled.
+    ``untrained`` lists every domain of weight 0. Raises DataError for no domains, duplicate domain
+    names, a negative α, a held-out or added name that is not a domain, r outside [0, 1), or a
+    mixture left with nothing to train on.
     """
 
-    def __init__(self, domains: Sequence[Domain], alpha: float = 1.0, heldout: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        domains: Sequence[Domain],
+        alpha: float = 1.0,
+        heldout: Sequence[str] = (),
+        replay: tuple[Sequence[str], float] | None = None,
+    ) -> None:
         if not domains:
             raise DataError("mixture: no domains")
         names = [d.name for d in domains]
@@ -64,7 +101,8 @@ class DomainMixture:
         sizes = np.array([d.size for d in domains], dtype=np.float64)
         powered = sizes**self.alpha
         powered[list(self.heldout)] = 0.0  # after the power: 0**0 is 1, and α = 0 must not draw them either
-        self.weights = powered / np.sum(powered)
+        self.weights = powered / np.sum(powered) if replay is None else _replayed(powered, names, *replay)
+        self.untrained = tuple(int(d) for d in np.flatnonzero(self.weights == 0))
         self.labels = self._unify()
 
     @property

@@ -121,12 +121,13 @@ def fit(prepared: Prepared, callbacks: Sequence[Any] = ()) -> Any:
 
 
 def write_run_results(prepared: Prepared, history: list[dict[str, Any]]) -> Location:
-    """The run's ``results.parquet``, the cross-expert matrix added to its last evaluation; raises OSError."""
+    """The run's ``results.parquet``, the cross-expert matrix added to its last evaluation and the model's
+    parameter counts to its rows; raises OSError."""
     from gemlab.engine.cross_expert import with_cross_expert
     from gemlab.engine.outputs import write_results
 
     history = with_cross_expert(prepared.cfg, prepared.run_dir, history)
-    return write_results(prepared.run_dir, prepared.cfg, prepared.name, history)
+    return write_results(prepared.run_dir, prepared.cfg, prepared.name, history, prepared.parameters)
 
 
 def write_table(table: pa.Table, path: Location) -> Location:
@@ -154,14 +155,17 @@ def read_saved_run(cfg: DictConfig, run_dir: Location, name: str, extra: dict[st
     ``cfg``: the run's config as composed (its paths are made absolute here, as :func:`prepare` made them
     for the run). The history saved with the checkpoint gets the cross-expert matrix on its last
     evaluation; TensorBoard events are written from it once, when the run has none (trials print no live
-    progress). ``extra``: the table's constant columns. None when the run has no usable checkpoint.
-    Raises OSError when the storage cannot be read, CheckpointMismatch for a checkpoint of another config.
+    progress). The model's parameter counts come from the run's ``run.json`` (none without one).
+    ``extra``: the table's constant columns. None when the run has no usable checkpoint. Raises OSError
+    when the storage cannot be read, CheckpointMismatch for a checkpoint of another config, ConfigError
+    for a damaged ``run.json``.
     """
     from gemlab.engine.checkpoint import read_history
     from gemlab.engine.cross_expert import with_cross_expert
     from gemlab.engine.loop import flat_metrics
     from gemlab.engine.outputs import TENSORBOARD_DIR, TensorBoardLog, results_table
-    from gemlab.engine.prepare import with_absolute_paths
+    from gemlab.engine.parameters import RECORD_KEY
+    from gemlab.engine.prepare import RUN_FILE, read_run_record, with_absolute_paths
     from gemlab.engine.resume import find_resume_point
 
     resume = find_resume_point(run_dir)
@@ -174,4 +178,7 @@ def read_saved_run(cfg: DictConfig, run_dir: Location, name: str, extra: dict[st
         for record in history:
             log.add(record)
         log.close()
-    return SavedRun(results_table(cfg, name, history, extra), history[-1]["step"], flat_metrics(history[-1]))
+    record = run_dir / RUN_FILE  # what prepare() wrote before the trial trained; without it, no counts
+    parameters = read_run_record(record).get(RECORD_KEY) if record.is_file() else None
+    table = results_table(cfg, name, history, extra, parameters)
+    return SavedRun(table, history[-1]["step"], flat_metrics(history[-1]))

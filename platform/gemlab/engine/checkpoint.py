@@ -119,7 +119,7 @@ def check_meta(folder: Path, expected: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def _load_shard(path: Path) -> dict[str, Any]:
+def load_shard(path: Path) -> dict[str, Any]:
     """One ``.pt`` file; raises CheckpointDamaged naming it when it is missing or not a saved state."""
     try:
         shard = torch.load(path, map_location="cpu", weights_only=True)
@@ -141,12 +141,12 @@ def read_checkpoint(
     needs) and CheckpointDamaged for a file that will not load.
     """
     meta = check_meta(folder, expected)
-    shards = [_load_shard(folder / SHARED_FILE)]
+    shards = [load_shard(folder / SHARED_FILE)]
     for expert in expert_parameters(model):
         path = folder / expert_file(expert)
         if not path.exists():
             raise CheckpointMismatch(f"checkpoint {folder}: no shard of expert {expert} ({path.name})")
-        shards.append(_load_shard(path))
+        shards.append(load_shard(path))
     model.load_state_dict({k: v for shard in shards for k, v in shard["model"].items()}, strict=True)
     saved = {k: v for shard in shards for k, v in shard["optimizer"].items()}
     for name, p in model.named_parameters():

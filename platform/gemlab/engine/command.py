@@ -3,6 +3,7 @@
     gemlab train experiment=quickstart
     gemlab train experiment=quickstart router=topk moe.num_experts=4 trainer.num_workers=2
     gemlab train experiment=quickstart trainer.num_workers=[1,2]      # elastic
+    gemlab train experiment=quickstart baselines=[] adapt.parent=runs/quickstart-gem-… adapt.add=[rot15]
 
 Arguments are Hydra overrides of experiments/config.yaml. Every run (the
 configured router, then each of ``baselines`` with the same data, budget and
@@ -35,6 +36,19 @@ def _plan_line(prepared) -> str:
     return f"plan ({plan.strategy}{ratio}): {experts}"
 
 
+def _adaptation_line(prepared) -> str:
+    """Where an adapted run starts: its parent and step, and what re-planning did (planned routers)."""
+    adaptation, plan = prepared.adaptation, prepared.plan
+    start = f"adapting {adaptation.checkpoint} to {', '.join(adaptation.added)}"
+    if plan is None:
+        return f"{start}: they join the mixture (the router follows no plan)"
+    details = plan.details["adapt"]
+    moves = "; ".join(f"{task} moved {before} → {after}" for task, before, after in details["moved"])
+    kept = "every old domain kept its expert" if details["kept_all"] else f"re-planned: {moves or 'nothing moved'}"
+    new = "".join(f"; {e} starts as {f'a copy of {s}' if s else 'drawn'}" for e, s in details["new_experts"].items())
+    return f"{start}: {kept}{new}"
+
+
 def _restart_line(label: str, event: dict) -> str:
     """What the user sees when the worker group starts again within one run."""
     where = f"the checkpoint of step {event['start_step']}" if event["checkpoint"] else "scratch (no checkpoint yet)"
@@ -63,7 +77,8 @@ def _train_or_read(prepared, address: str | None, verbose: bool):
     if resume.folder is not None and resume.step >= max_steps:
         print(f"[{label}] {prepared.name} finished at step {resume.step}: its results are read, not retrained")
         return RunResult(prepared, read_history(resume.folder))
-    start = f"continuing from step {resume.step} ({resume.folder.name})" if resume.folder else "from scratch"
+    start = "from its parent's weights" if prepared.adaptation else "from scratch"
+    start = f"continuing from step {resume.step} ({resume.folder.name})" if resume.folder else start
     print(f"[{label}] training {prepared.name}: {max_steps} steps, {start}")
     log = TensorBoardLog(prepared.run_dir)
     group_starts = 0
@@ -102,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     sizes = ", ".join(f"{n} {d.size}" for n, d in zip(mixture.names, mixture.domains, strict=True))
     print(f"domains (training images): {sizes}")
     for prepared in runs:
+        if prepared.adaptation is not None:
+            print(_adaptation_line(prepared))
         if prepared.plan is not None:
             print(_plan_line(prepared))
     try:

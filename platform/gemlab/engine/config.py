@@ -122,14 +122,21 @@ def validate(cfg: DictConfig) -> None:
         cfg.moe.num_experts,
         "an integer >= 1",
     )
+    _validate_moe(cfg)
     _require(
         cfg.data.source in ("digits", "synth_uodb", "collection"),
         "data.source",
         cfg.data.source,
         "digits, synth_uodb or collection",
     )
-    _require(cfg.plan.level in ("domain", "class"), "plan.level", cfg.plan.level, "domain or class")
+    _validate_plan(cfg.plan)
     _validate_invariance(cfg.invariance)
+    _validate_adapt(cfg.adapt)
+    if cfg.adapt.parent is not None and len(cfg.baselines):
+        raise ConfigError(
+            f"config: baselines={list(cfg.baselines)}: an adapted run continues one parent; set baselines=[] "
+            "and adapt each baseline's own run"
+        )
     _validate_long_tail(cfg.data.get("long_tail"))
     _require(
         isinstance(cfg.tag, str) and cfg.tag.replace("_", "").replace("-", "").isalnum(),
@@ -179,6 +186,48 @@ def _validate_optimisation(trainer: DictConfig) -> None:
     _require(init is None or (isinstance(init, str) and init), "trainer.init_from", init, "null or a file path")
 
 
+CAPACITY_MODES = ("count", "load")  # plan.capacity_mode (gemlab.engine.prepare.assignment_problem)
+
+
+def _validate_plan(plan: DictConfig) -> None:
+    """``plan.level``, ``plan.capacity_mode``, ``plan.slack`` and ``plan.repair``; raises ConfigError naming the key.
+
+    Load capacities weigh domains by their sampling mass, which class-level tasks have none of; and a
+    ``plan.capacity`` (a count of tasks) under load mode would be ignored, so it is refused instead.
+    """
+    _require(plan.level in ("domain", "class"), "plan.level", plan.level, "domain or class")
+    mode, slack = plan.capacity_mode, plan.slack
+    _require(mode in CAPACITY_MODES, "plan.capacity_mode", mode, f"one of {CAPACITY_MODES}")
+    ok = _is_number(slack) and math.isfinite(slack) and slack >= 1
+    _require(ok, "plan.slack", slack, "a finite number >= 1 (below 1 the experts cannot hold the whole load)")
+    _require(isinstance(plan.repair, bool), "plan.repair", plan.repair, "true or false")
+    if mode == "load":
+        _require(plan.level == "domain", "plan.level", plan.level, "domain (plan.capacity_mode=load weighs domains)")
+        _require(
+            plan.capacity is None,
+            "plan.capacity",
+            plan.capacity,
+            "null under plan.capacity_mode=load (each expert holds plan.slack x the fair share of the load)",
+        )
+
+
+def _validate_moe(cfg: DictConfig) -> None:
+    """``moe.param_budget``: null or a finite number > 0, and not beside ``model.expert_hidden``; raises ConfigError.
+
+    Both would set the experts' hidden width (the detector passes ``model.expert_hidden`` as the width the
+    budget is measured in), so one of them would silently lose. Whether the router and model have FFN
+    experts for the budget to size is checked where the model is built (:func:`gemlab.engine.model.build_model`).
+    """
+    budget = cfg.moe.param_budget
+    ok = budget is None or (_is_number(budget) and math.isfinite(budget) and budget > 0)
+    _require(ok, "moe.param_budget", budget, "null or a finite number > 0 (the experts' parameters in dense FFNs)")
+    if budget is not None and cfg.model.get("expert_hidden") is not None:
+        raise ConfigError(
+            f"config: moe.param_budget={budget} and model.expert_hidden={cfg.model.expert_hidden}: both set the "
+            "experts' hidden width; set one (model.expert_hidden=null to size the experts by the budget)"
+        )
+
+
 INVARIANCE_MODES = ("none", "global", "subset")  # invariance.mode (gemlab.engine.invariance)
 
 
@@ -192,6 +241,34 @@ def _validate_invariance(invariance: DictConfig) -> None:
     _require(mode in INVARIANCE_MODES, "invariance.mode", mode, f"one of {INVARIANCE_MODES}")
     ok = isinstance(weight, int | float) and not isinstance(weight, bool) and math.isfinite(weight) and weight >= 0
     _require(ok, "invariance.weight", weight, "a finite number >= 0")
+
+
+ADAPT_INITS = ("copy", "scratch")  # adapt.init (gemlab.engine.adapt)
+
+
+def _validate_adapt(adapt: DictConfig) -> None:
+    """The ``adapt.*`` keys' values; raises ConfigError naming the key.
+
+    Whether the parent exists and fits is checked when the run is prepared (:mod:`gemlab.engine.adapt`).
+    """
+    parent, added = adapt.parent, adapt.add
+    _require(parent is None or (isinstance(parent, str) and parent), "adapt.parent", parent, "null or a run folder")
+    names = list(added) if OmegaConf.is_list(added) else None
+    ok = names is not None and all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names)
+    _require(ok, "adapt.add", added, "a list of distinct domain names")
+    new = adapt.new_experts
+    whole = isinstance(new, int) and not isinstance(new, bool)
+    _require(whole and new >= 0, "adapt.new_experts", new, "an integer >= 0")
+    _require(adapt.init in ADAPT_INITS, "adapt.init", adapt.init, f"one of {ADAPT_INITS}")
+    replay = adapt.replay
+    _require(replay is None or (_is_number(replay) and 0 <= replay < 1), "adapt.replay", replay, "null or in [0, 1)")
+    if parent is None:
+        given = [key for key, value in (("add", names), ("new_experts", new), ("replay", replay)) if value]
+        if given or replay is not None:
+            key = given[0] if given else "replay"
+            raise ConfigError(f"config: adapt.{key} needs adapt.parent: the trained run to continue")
+    else:
+        _require(bool(names), "adapt.add", added, "at least one domain to add to the parent's")
 
 
 def _validate_long_tail(long_tail: Any) -> None:

@@ -60,11 +60,21 @@ def _long_tail_view(domain: Domain, long_tail: Mapping | None, seed: int) -> Dom
         raise ConfigError(f"data.long_tail: {error}") from None
 
 
-def build_mixture(data_cfg: Mapping, seed: int, generate: bool = False) -> DomainMixture:
+def replay_of(adapt_cfg: Mapping) -> tuple[list[str], float] | None:
+    """``(adapt.add, adapt.replay)`` when a run continues a trained one with a replay fraction, else None."""
+    if adapt_cfg["parent"] is None or adapt_cfg["replay"] is None:
+        return None
+    return list(adapt_cfg["add"]), float(adapt_cfg["replay"])
+
+
+def build_mixture(
+    data_cfg: Mapping, seed: int, generate: bool = False, replay: tuple[list[str], float] | None = None
+) -> DomainMixture:
     """The configured domains (in config order), with their few-shot and long-tailed views, weighted by ``data.alpha``.
 
     ``data.holdout`` (a domain name, or null) stays in the mixture for evaluation but gets sampling
-    weight 0 (leave-one-domain-out). Raises ConfigError naming the key for an unknown domain or
+    weight 0 (leave-one-domain-out). ``replay`` (:func:`replay_of`) reweights added and earlier domains
+    as :class:`DomainMixture` says. Raises ConfigError naming the key for an unknown domain or
     held-out name, or a held-out domain that is the only one.
     """
     mixture, _ = load_collection(collection_index(data_cfg, seed, generate))
@@ -86,4 +96,9 @@ def build_mixture(data_cfg: Mapping, seed: int, generate: bool = False) -> Domai
         domain = mixture.domains[mixture.index(name)]
         domain = few_shot(domain, shots[name], seed) if name in shots else domain
         domains.append(_long_tail_view(domain, data_cfg.get("long_tail"), seed))
-    return DomainMixture(domains, alpha=data_cfg["alpha"], heldout=() if heldout is None else (heldout,))
+    if replay is not None:  # the added domains by the names their views give them (noise-10shot)
+        unknown = [name for name in replay[0] if name not in names]
+        if unknown:
+            raise ConfigError(f"adapt.add: {unknown} are not among the run's domains {names}")
+        replay = ([domains[names.index(name)].name for name in replay[0]], replay[1])
+    return DomainMixture(domains, alpha=data_cfg["alpha"], heldout=() if heldout is None else (heldout,), replay=replay)

@@ -114,7 +114,8 @@ def check_resources(prepared: Prepared) -> None:
 
 
 def make_trainer(prepared: Prepared, progress=None, callbacks: Sequence = ()):
-    """The run's ``TorchTrainer``; the plan is ``ray.put`` here, once, and travels as an ObjectRef.
+    """The run's ``TorchTrainer``; the plan (and an adapted run's parent) is ``ray.put`` here, once, and travels
+    as an ObjectRef.
 
     ``progress``: a ``ray.util.queue.Queue`` for rank 0's records (None: no live progress);
     ``callbacks``: Ray Train callbacks, e.g. Tune's report callback when the run is a sweep trial.
@@ -123,7 +124,7 @@ def make_trainer(prepared: Prepared, progress=None, callbacks: Sequence = ()):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    shared_ref = ray.put({"plan": prepared.plan, "table": prepared.table})
+    shared_ref = ray.put({"plan": prepared.plan, "table": prepared.table, "adaptation": prepared.adaptation})
     cfg = prepared.cfg
     minimum, maximum = worker_range(cfg)
     meta = {

@@ -10,7 +10,8 @@ At every start of the worker group -- the first, and each restart after a
 failure or a change of nodes -- rank 0 chooses the checkpoint to continue
 from with :func:`~gemlab.engine.resume.find_resume_point` (the newest that
 verifies, the same function the driver runs) and sends its choice to the
-other ranks. Ray's own ``get_checkpoint()`` is not used: it is the latest
+other ranks. An adapted run without a checkpoint of its own starts from its
+parent's (:mod:`gemlab.engine.adapt`). Ray's own ``get_checkpoint()`` is not used: it is the latest
 registered checkpoint, whether or not its files are intact.
 """
 
@@ -25,7 +26,9 @@ from typing import Any
 
 import torch.distributed as dist
 
+from gemlab.engine.adapt import load_parent_weights
 from gemlab.engine.checkpoint import read_checkpoint, write_checkpoint
+from gemlab.engine.forgetting import adaptation_metrics
 from gemlab.engine.outputs import domain_metrics, domain_scores, mean_score
 from gemlab.engine.resume import ResumePoint, checkpoint_name, find_resume_point
 from gemlab.engine.worker import Worker, role_summary
@@ -131,7 +134,8 @@ def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
     """The record as flat scalars, for ``ray.train.report`` (and Tune's schedulers): the task metric's mean and
     per-domain values (``accuracy``, ``accuracy/<domain>``; ``ap``, ``ap/<domain>``), every other run-level
     metric of the results table (``worst_group_accuracy``, ``macro_f1`` ...), the held-out domains' mean
-    (``heldout_accuracy``) under leave-one-domain-out, and the training losses.
+    (``heldout_accuracy``) under leave-one-domain-out, an adapted run's mean ``adaptability`` and
+    ``forgetting``, and the training losses.
 
     A sweep's ``metric`` may name any of them: Tune ranks and stops trials by what this reports.
     """
@@ -143,6 +147,7 @@ def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
     heldout = [record["domains"][name][metric] for name in record.get("heldout", ())]
     if heldout:
         metrics[heldout_metric(metric)] = sum(heldout) / len(heldout)
+    metrics.update({name: value for domain, name, value in adaptation_metrics(record) if domain == ALL_DOMAINS})
     metrics.update({f"train/{key}": value for key, value in record["train"].items()})
     return metrics
 
@@ -169,10 +174,13 @@ def train_loop(config: dict[str, Any]) -> list[dict[str, Any]] | None:
     worker = Worker(cfg, shared["plan"], shared["table"], rank, world_size)
     meta = dict(config["meta"])
     step, history = 0, []
-    resume = _resume_point(run_dir, rank)
+    resume, adaptation = _resume_point(run_dir, rank), shared["adaptation"]
     if resume.folder is not None:
         with resume.folder.local_copy() as folder:
             step, history = read_checkpoint(folder, worker.model, worker.optimizer, meta)
+    elif adaptation is not None:  # an adapted run's first start: from its parent's weights
+        with Location.parse(adaptation.checkpoint).local_copy() as folder:
+            load_parent_weights(worker.model, folder, adaptation.sources)
     if progress is not None:
         plan_sha = hashlib.sha256((shared["plan"].to_json() if shared["plan"] else "").encode()).hexdigest()
         progress.put(
@@ -196,6 +204,8 @@ def train_loop(config: dict[str, Any]) -> list[dict[str, Any]] | None:
         if step % trainer["eval_interval"] and step != trainer["max_steps"]:
             continue
         record = _record(worker, window, step)
+        if record is not None and adaptation is not None:  # what adaptability and forgetting are measured against
+            record["adaptation"] = adaptation.record()
         previews = _previews(worker) if progress is not None else {}  # the same on every rank: a collective
         if record is not None:
             history.append(record)

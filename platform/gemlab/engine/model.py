@@ -24,6 +24,7 @@ from gemlab.engine.invariance import build_alignment
 from gemlab.engine.tasks import SUPERVISED, task_of
 from gemlab.models.common import MakeHead, ModelParts, ModelSpec
 from gemlab.models.registry import model_spec
+from gemlab.moe.layer import MoELayer
 from gemlab.moe.registry import MoELayers, router_spec, stem_only_layers
 from gemlab.moe.spec import RouterSpec, RunFacts
 
@@ -176,22 +177,35 @@ def build_model(
 
     Seeded by ``cfg.seed``, so every worker builds the same shared weights and each expert the same weights
     wherever it is placed. The router's training loss, if it has one, is the model's ``criterion``; the
-    feature alignment of ``invariance.*`` (:mod:`gemlab.engine.invariance`), if any, its ``alignment``.
-    Raises ConfigError for router or model options the constructors reject, and for an alignment
-    mode the router cannot serve.
+    feature alignment of ``invariance.*`` (:mod:`gemlab.engine.invariance`), if any, its ``alignment``;
+    ``moe.param_budget`` sizes the MoE layers' experts (:class:`~gemlab.moe.registry.MoELayers`).
+    Raises ConfigError for router or model options the constructors reject, for an alignment
+    mode the router cannot serve, and for a parameter budget with no MoE FFN experts to size.
     """
     router = configured_router(cfg)
     facts = run_facts(cfg, mixture, plan)
     options = router.router_options(cfg["router"])
     head = router.classifier(facts, options)  # a router whose experts classify: a dense trunk, its head
-    moe = MoELayers(router, facts, options, local_experts) if head is None else None
+    budget = cfg["moe"]["param_budget"]
+    if budget is not None and head is not None:
+        raise ConfigError(
+            f"moe.param_budget={budget}: router={router.name}'s experts are classifiers (its head), not MoE FFN "
+            "experts a budget can size; set moe.param_budget=null"
+        )
+    moe = MoELayers(router, facts, options, local_experts, param_budget=budget) if head is None else None
     try:
         criterion = router.build_criterion(facts, cfg["router"])
     except (TypeError, ValueError) as error:
         raise ConfigError(f"router={router.name}: {error}") from None
     groups = domain_groups(cfg, mixture, plan) if cfg["invariance"]["mode"] == "subset" else None
     alignment = build_alignment(cfg, len(mixture.domains), groups)
-    return _build(cfg, mixture, moe, criterion, alignment, head)
+    model = _build(cfg, mixture, moe, criterion, alignment, head)
+    if budget is not None and not any(isinstance(module, MoELayer) for module in model.modules()):
+        raise ConfigError(
+            f"moe.param_budget={budget}: model={cfg['model']['name']} holds no MoE FFN experts for the budget to "
+            "size (a dense model, or experts that own queries and heads); set moe.param_budget=null"
+        )
+    return model
 
 
 def build_stem(cfg: Mapping, mixture: DomainMixture) -> nn.Module:

@@ -12,12 +12,13 @@ import io
 import math
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from gemlab.engine.forgetting import adaptation_metrics
 from gemlab.engine.model import method_label, needs_plan
 from gemlab.results_schema import (
     ACCURACY,
@@ -26,6 +27,7 @@ from gemlab.results_schema import (
     CPU_MS_PER_SAMPLE,
     CROSS_EXPERT,
     EXPERT_LOAD,
+    PARAMETER_METRICS,
     RESULTS_FILE,
     SAMPLES_PER_S,
     SHOT_METRICS,
@@ -98,11 +100,13 @@ def record_metrics(record: dict[str, Any]) -> list[tuple[str, str, float]]:
 
     Every scalar a task reports for a domain (accuracy and loss; ap, ap50 ...) is a row, and its mean
     over domains a row of the ``all`` domain. Each domain the record lists as ``heldout`` (never trained
-    on) repeats its task metric as ``heldout_<metric>``.
+    on) repeats its task metric as ``heldout_<metric>``; an adapted run's record adds adaptability and
+    forgetting (:func:`~gemlab.engine.forgetting.adaptation_metrics`).
     """
     rows = domain_metrics(record["domains"])
     metric = record["metric"]
     rows += [(d, heldout_metric(metric), record["domains"][d][metric]) for d in record.get("heldout", ())]
+    rows += adaptation_metrics(record)
     for domain, scores in record.get("cross_expert", {}).items():
         rows += [(domain, expert_metric(CROSS_EXPERT, j), value) for j, value in enumerate(scores)]
     rows += [(ALL_DOMAINS, train_metric(key), value) for key, value in record["train"].items()]
@@ -112,8 +116,28 @@ def record_metrics(record: dict[str, Any]) -> list[tuple[str, str, float]]:
     return rows
 
 
-def results_table(cfg: DictConfig, name: str, history: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None):
-    """The long-form table of one run's history; ``extra`` adds constant columns (a sweep's trial and params)."""
+def parameter_metrics(parameters: Mapping[str, Any] | None) -> list[tuple[str, str, float]]:
+    """(``all``, metric, value) rows of a model's parameter counts (run.json's ``parameters``; None: none).
+
+    A count the record lacks or holds as null (the hidden width of a model without MoE layers) has no row;
+    a run.json written before counts were recorded has none. Raises nothing.
+    """
+    counts = parameters or {}
+    held = {key: metric for key, metric in PARAMETER_METRICS.items() if counts.get(key) is not None}
+    return [(ALL_DOMAINS, metric, counts[key]) for key, metric in held.items()]
+
+
+def results_table(
+    cfg: DictConfig,
+    name: str,
+    history: Sequence[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+):
+    """The long-form table of one run's history; ``extra`` adds constant columns (a sweep's trial and params).
+
+    ``parameters`` (run.json's counts) become rows at the last evaluated step, where reports read a run.
+    """
     import pyarrow as pa
 
     fields = key_fields(cfg, name)
@@ -122,6 +146,12 @@ def results_table(cfg: DictConfig, name: str, history: Sequence[dict[str, Any]],
         for record in history
         for domain, metric, value in record_metrics(record)
     ]
+    if history:
+        last = history[-1]["step"]
+        rows += [
+            {**fields, "domain": domain, "metric": metric, "step": last, "value": float(value)}
+            for domain, metric, value in parameter_metrics(parameters)
+        ]
     table = pa.Table.from_pylist(rows, schema=arrow_schema())
     for column, value in (extra or {}).items():
         table = table.append_column(column, pa.array([value] * len(table)))
@@ -138,9 +168,15 @@ def write_table(table, path: Location) -> Location:
     return path
 
 
-def write_results(run_dir: Location, cfg: DictConfig, name: str, history: Sequence[dict[str, Any]]) -> Location:
-    """``results.parquet`` of the whole history."""
-    return write_table(results_table(cfg, name, history), run_dir / RESULTS_FILE)
+def write_results(
+    run_dir: Location,
+    cfg: DictConfig,
+    name: str,
+    history: Sequence[dict[str, Any]],
+    parameters: Mapping[str, Any] | None = None,
+) -> Location:
+    """``results.parquet`` of the whole history, with the model's parameter counts (None: none)."""
+    return write_table(results_table(cfg, name, history, parameters=parameters), run_dir / RESULTS_FILE)
 
 
 class TensorBoardLog:

@@ -62,29 +62,30 @@ def expert_parallel_role(
     num_experts: int,
     rank: int,
     world_size: int,
-    heldout: Sequence[int] = (),
+    untrained: Sequence[int] = (),
 ) -> WorkerRole:
     """This rank's experts, domains and mass; a pure function of (plan, rank, world size) for elastic restarts.
 
-    ``heldout`` domains (weight 0) are evaluated by their expert's first worker but trained by none.
+    ``untrained`` domains (weight 0: held out, or not replayed) are evaluated by their expert's first worker
+    but trained by none.
     """
     masses = expert_masses(table, weights, num_experts)
     placement = place_experts(masses, world_size)
     experts = placement.worker_experts[rank]
     groups = placement.expert_workers
-    domains = tuple(d for d, j in enumerate(table) if j in experts and d not in heldout)
+    domains = tuple(d for d, j in enumerate(table) if j in experts and d not in untrained)
     mass = float(sum(masses[j] / len(groups[j]) for j in experts))
     evaluated = tuple(d for d, j in enumerate(table) if groups[j][0] == rank)
     return WorkerRole(rank, world_size, tuple(experts), domains, mass, evaluated, groups)
 
 
 def data_parallel_role(
-    num_domains: int, num_experts: int, rank: int, world_size: int, heldout: Sequence[int] = ()
+    num_domains: int, num_experts: int, rank: int, world_size: int, untrained: Sequence[int] = ()
 ) -> WorkerRole:
-    """Every rank trains every domain but the ``heldout`` ones, and evaluates every world_size-th domain."""
+    """Every rank trains every domain but the ``untrained`` ones, and evaluates every world_size-th domain."""
     everyone = tuple(range(world_size))
     evaluated = tuple(d for d in range(num_domains) if d % world_size == rank)
-    trained = tuple(d for d in range(num_domains) if d not in heldout)
+    trained = tuple(d for d in range(num_domains) if d not in untrained)
     return WorkerRole(rank, world_size, None, trained, 1.0 / world_size, evaluated, (everyone,) * num_experts)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,19 +28,25 @@ from gemlab.engine.config import (
     run_name,
     worker_range,
 )
-from gemlab.engine.data import build_mixture, resolve
+from gemlab.engine.data import build_mixture, replay_of, resolve
 from gemlab.engine.invariance import check_alignment_parallelism
 from gemlab.engine.model import build_model, build_stem, needs_plan, routing_table
+from gemlab.engine.parameters import RECORD_KEY as PARAMETERS_KEY
+from gemlab.engine.parameters import count_parameters
 from gemlab.engine.pretrained import load_trunk
 from gemlab.engine.tasks import task_of
 from gemlab.errors import user_message
+from gemlab.plan.affinity import CostMatrix
 from gemlab.plan.errors import PlanError
 from gemlab.plan.heldout import split_affinity, with_heldout_tasks
 from gemlab.plan.plan import Plan
 from gemlab.plan.planner import make_plan
-from gemlab.plan.problem import AssignmentProblem
+from gemlab.plan.problem import LOAD_TOLERANCE, AssignmentProblem
 from gemlab.plan.strategies import StrategyOptions
 from gemlab.storage import Location, StorageError
+
+if TYPE_CHECKING:
+    from gemlab.engine.adapt import Adaptation
 
 RUN_FILE, PLAN_FILE = "run.json", "plan.json"
 RECORD_KEYS = ("identity_digest", "plan_fingerprint")  # beside "identity" in run.json
@@ -53,6 +60,8 @@ class Prepared:
     mixture: DomainMixture
     plan: Plan | None
     table: tuple[int, ...] | None  # domain -> expert for expert-parallel routers, else None
+    adaptation: Adaptation | None = None  # an adapted run's parent, as its workers need it
+    parameters: dict | None = None  # the model's parameter counts, as run.json records them (engine/parameters.py)
 
 
 def plan_fingerprint(plan: Plan | None) -> str | None:
@@ -104,11 +113,49 @@ def task_features(cfg: DictConfig, mixture: DomainMixture) -> tuple[np.ndarray, 
     return sums / counts[:, None], names, np.concatenate(pool)
 
 
+def assignment_problem(cfg: DictConfig, costs: CostMatrix, mixture: DomainMixture) -> AssignmentProblem:
+    """The problem over ``costs``' tasks and experts that ``plan.capacity_mode`` asks for.
+
+    ``count``: at most ``plan.capacity`` tasks per expert (default ⌈tasks / experts⌉), an LP that is
+    integral. ``load``: each task -- a domain of ``mixture``, found by name -- weighs its sampling mass
+    p_d, and each expert holds ``plan.slack`` x the fair share (total mass / experts), an LP that splits
+    domains. The loads are the very masses expert-parallel placement weighs experts by
+    (:func:`gemlab.engine.parallel.expert_masses`), so a load plan's expert loads are the experts' masses.
+    Raises ConfigError naming ``plan.slack`` and the smallest slack that fits when one domain outweighs an
+    expert, and naming ``plan`` for a task the mixture lacks or capacities that cannot hold every task.
+    """
+    tasks, experts = costs.task_names, costs.expert_names
+    try:
+        if cfg.plan.capacity_mode == "count":
+            capacity = cfg.plan.capacity or default_capacity(len(tasks), len(experts))
+            return AssignmentProblem.count(costs.costs, capacity, tasks, experts)
+        masses = mixture.weights[[mixture.index(name) for name in tasks]]
+        capacity = cfg.plan.slack * masses.sum() / len(experts)
+        heaviest = int(np.argmax(masses))
+        if masses[heaviest] > capacity * (1 + LOAD_TOLERANCE):
+            needed = np.ceil(masses[heaviest] * len(experts) / masses.sum() * 1000) / 1000
+            raise ConfigError(
+                f"plan.slack={cfg.plan.slack}: domain {tasks[heaviest]!r} has sampling mass {masses[heaviest]:.4g}, "
+                f"more than an expert's capacity {capacity:.4g} (slack x total mass / {len(experts)} experts); "
+                f"the smallest slack that fits it is {needed:g}"
+            )
+        return AssignmentProblem.load(costs.costs, masses, capacity, tasks, experts)
+    except (PlanError, DataError) as error:
+        raise ConfigError(f"plan: {error}") from None
+
+
+def strategy_options(cfg: DictConfig) -> StrategyOptions:
+    """The planner's options as the run's ``plan.*`` keys and seed set them."""
+    plan = cfg.plan
+    return StrategyOptions(precision=plan.precision, repair=plan.repair, seed=cfg.seed, time_limit=plan.time_limit)
+
+
 def solve_plan(cfg: DictConfig, mixture: DomainMixture) -> Plan:
     """GEM's plan: affinity of task features to k-means++ anchors, then the configured strategy.
 
-    Anchors are fitted on the task means -- each expert starts at a cluster of similar tasks -- unless
-    there are more experts than tasks; then on the calibration samples themselves. A held-out domain
+    The problem is :func:`assignment_problem`'s (count or load capacities). Anchors are fitted on the
+    task means -- each expert starts at a cluster of similar tasks -- unless there are more experts than
+    tasks; then on the calibration samples themselves. A held-out domain
     (``data.holdout``, domain-level plans) is planned without: anchors and assignment come from the
     training domains, and it is then sent to its closest anchor's expert (:mod:`gemlab.plan.heldout`).
     """
@@ -116,15 +163,15 @@ def solve_plan(cfg: DictConfig, mixture: DomainMixture) -> Plan:
     heldout = mixture.heldout if cfg.plan.level == "domain" else ()
     num_experts, trained = cfg.moe.num_experts, len(names) - len(heldout)
     pool = samples if num_experts > trained else None
-    capacity = cfg.plan.capacity or default_capacity(trained, num_experts)
     try:
         costs, heldout_costs = split_affinity(means, names, heldout, num_experts, cfg.seed, anchor_pool=pool)
-        problem = AssignmentProblem.count(costs.costs, capacity, costs.task_names, costs.expert_names)
-        options = StrategyOptions(precision=cfg.plan.precision, seed=cfg.seed, time_limit=cfg.plan.time_limit)
+        problem = assignment_problem(cfg, costs, mixture)
+        options = strategy_options(cfg)
         plan = make_plan(problem, cfg.plan.strategy, options)
         return with_heldout_tasks(plan, {d: names[d] for d in heldout}, heldout_costs) if heldout else plan
     except PlanError as error:
-        raise ConfigError(f"plan: {error}") from None
+        room = f" (plan.slack={cfg.plan.slack}: a larger slack gives every expert more room)"
+        raise ConfigError(f"plan: {error}" + (room if cfg.plan.capacity_mode == "load" else "")) from None
 
 
 def planner_inputs_digest(cfg: DictConfig) -> str:
@@ -187,7 +234,7 @@ def check_resumable(cfg: DictConfig, run_dir: Location, plan: Plan | None) -> No
         raise ConfigError(f"resume=never: {run_dir} already holds a run; choose another name or resume=auto")
     previous = read_run_record(record)
     if previous["identity_digest"] != identity_digest(cfg):
-        old, new = _flatten(previous["identity"]), _flatten(identity(cfg))
+        old, new = flatten(previous["identity"]), flatten(identity(cfg))
         changed = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
         raise ConfigError(f"{run_dir} holds a run of another config (changed: {changed}); choose another name")
     if previous["plan_fingerprint"] != plan_fingerprint(plan):
@@ -214,10 +261,11 @@ def read_run_record(record: Location) -> dict:
     )
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested config as one level of dotted keys (``trainer.lr``), to list what differs between two."""
     flat = {}
     for key, value in tree.items():
-        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        flat.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
     return flat
 
 
@@ -230,6 +278,8 @@ def with_absolute_paths(cfg: DictConfig) -> DictConfig:
         cfg.affinity.backbone = str(resolve(cfg.affinity.backbone))
     if cfg.trainer.init_from is not None:
         cfg.trainer.init_from = str(resolve(cfg.trainer.init_from))
+    if cfg.adapt.parent is not None:
+        cfg.adapt.parent = Location.parse(cfg.adapt.parent).uri
     return cfg
 
 
@@ -238,28 +288,45 @@ def prepare(cfg: DictConfig, plan_cache: Location | None = None) -> Prepared:
 
     ``plan_cache``: a folder of plans keyed by their inputs (see :func:`cached_plan`).
     """
-    cfg = with_absolute_paths(cfg)
+    from gemlab.engine import adapt  # it builds on this module's functions
+
+    cfg, parent = with_absolute_paths(cfg), None
+    if cfg.adapt.parent is not None:  # before the name: the name hashes the domains and experts it resolves
+        cfg, parent = adapt.adapted_config(cfg)
     name = run_name(cfg)
     storage = checked_storage(cfg)  # in seconds, before the data are read and the plan is solved
     try:
-        mixture = build_mixture(cfg.data, cfg.seed, generate=True)
+        mixture = build_mixture(cfg.data, cfg.seed, generate=True, replay=replay_of(cfg.adapt))
     except DataError as error:
         raise ConfigError(f"data: {error}") from None
-    plan = cached_plan(cfg, mixture, plan_cache) if needs_plan(cfg) else None
+    plan, adaptation, sources = None, None, {}
+    if parent is not None and needs_plan(cfg):
+        plan, sources = adapt.adapted_plan(cfg, mixture, parent)
+    elif needs_plan(cfg):
+        plan = cached_plan(cfg, mixture, plan_cache)
+    if parent is not None:
+        adaptation = adapt.adaptation(parent, mixture, cfg.moe.num_experts, sources)
     table = routing_table(cfg, mixture, plan)
     check_alignment_parallelism(cfg, table is not None, worker_range(cfg)[1])
     model = build_model(as_plain(cfg), mixture, plan)  # router and model options are checked here, not in a worker
     if cfg.trainer.init_from is not None:  # and the initial weights: a file that does not fit fails here
         load_trunk(model, cfg.trainer.init_from, "trainer.init_from")
+    if adaptation is not None:  # so do a parent's
+        with Location.parse(adaptation.checkpoint).local_copy() as folder:
+            adapt.load_parent_weights(model, folder, adaptation.sources)
     run_dir = storage / name
     run_dir.make_dirs()
     check_resumable(cfg, run_dir, plan)
+    parameters = count_parameters(model, as_plain(cfg), mixture).record()
     record = {
         "identity": identity(cfg),
         "identity_digest": identity_digest(cfg),
         "plan_fingerprint": plan_fingerprint(plan),
+        PARAMETERS_KEY: parameters,
     }
+    if parent is not None:
+        record["parent"] = {"run": parent.folder.uri, "checkpoint": parent.checkpoint.name, "step": parent.step}
     (run_dir / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
     if plan is not None:
         (run_dir / PLAN_FILE).write_text(plan.to_json())
-    return Prepared(cfg, name, run_dir, mixture, plan, table)
+    return Prepared(cfg, name, run_dir, mixture, plan, table, adaptation, parameters)

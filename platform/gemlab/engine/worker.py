@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from gemlab.data.sampler import MixtureSampler
-from gemlab.engine.data import build_mixture
+from gemlab.engine.data import build_mixture, replay_of
 from gemlab.engine.invariance import check_alignment_parallelism
 from gemlab.engine.model import build_model
 from gemlab.engine.optim import LRSchedule, build_optimizer
@@ -33,14 +33,14 @@ class Worker:
 
     def __init__(self, cfg: Mapping[str, Any], plan, table: tuple[int, ...] | None, rank: int, world_size: int):
         self.cfg, self.table = cfg, table
-        self.mixture = build_mixture(cfg["data"], cfg["seed"])
+        self.mixture = build_mixture(cfg["data"], cfg["seed"], replay=replay_of(cfg["adapt"]))
         self.task = task_of(self.mixture, cfg["objective"])  # the data's task, or a self-supervised objective
         num_experts = cfg["moe"]["num_experts"]
-        heldout = self.mixture.heldout  # leave-one-domain-out: evaluated, never sampled
+        untrained = self.mixture.untrained  # held out, or not replayed: evaluated, never sampled
         if table is not None:
-            self.role = expert_parallel_role(table, self.mixture.weights, num_experts, rank, world_size, heldout)
+            self.role = expert_parallel_role(table, self.mixture.weights, num_experts, rank, world_size, untrained)
         else:
-            self.role = data_parallel_role(len(self.mixture.domains), num_experts, rank, world_size, heldout)
+            self.role = data_parallel_role(len(self.mixture.domains), num_experts, rank, world_size, untrained)
         check_alignment_parallelism(cfg, self.role.expert_parallel, world_size)
         self.model = build_model(cfg, self.mixture, plan, self.role.local_experts).train()
         trainer = cfg["trainer"]

@@ -2,6 +2,8 @@
 
     layers = MoELayers(router_spec("topk"), RunFacts(num_experts=8), {"k": 2})
     layer = layers(dim=256, hidden=1024)          # a model calls this once per MoE layer
+    budgeted = MoELayers(router_spec("topk"), RunFacts(num_experts=8), {"k": 2}, param_budget=4)
+    budgeted(dim=256, hidden=1024)                # 8 experts of hidden 511: together 4 dense FFNs' parameters
 
 The table is read once from the modules of :mod:`gemlab.moe.routers`, each
 of which declares one ``SPEC`` (see :mod:`gemlab.moe.spec`): adding a router
@@ -13,9 +15,11 @@ of this table, and an unknown name is an error that lists them.
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from torch import nn
@@ -64,28 +68,67 @@ def build_router(name: str, dim: int, facts: RunFacts, **options: Any) -> nn.Mod
     return spec.build(dim, facts, **options)
 
 
+def ffn_parameters(dim: int, hidden: int) -> int:
+    """Parameters of one FFN ``dim -> hidden -> dim`` with biases (an :class:`ExpertFFN`); raises nothing."""
+    return hidden * (2 * dim + 1) + dim
+
+
+def budget_hidden(dim: int, hidden: int, num_experts: int, budget: float) -> int:
+    """The experts' hidden width under a parameter budget: the largest h with
+    ``num_experts · ffn_parameters(dim, h) <= budget · ffn_parameters(dim, hidden)``.
+
+    ``budget`` is in dense FFNs of width ``hidden``: the layer's experts together hold that many FFNs'
+    parameters whatever their number (GEM Fig. 11: budget 4 gives E=2 experts of 2.0x, E=4 of 1.0x).
+    Rounding down keeps every count within the budget and within one hidden unit per expert of it. Exact
+    (rational arithmetic), so ``budget = E`` gives exactly ``hidden``. Raises ValueError naming
+    ``moe.param_budget`` when not even one hidden unit per expert fits.
+    """
+    share = Fraction(budget) * ffn_parameters(dim, hidden) / num_experts  # each expert's parameters
+    width = math.floor((share - dim) / (2 * dim + 1))
+    if width < 1:
+        smallest = num_experts * ffn_parameters(dim, 1) / ffn_parameters(dim, hidden)
+        raise ValueError(
+            f"moe.param_budget={budget}: {num_experts} experts of a {dim} -> {hidden} -> {dim} layer would get "
+            f"less than one hidden unit each; a budget of at least {math.ceil(smallest * 1e4) / 1e4:g} gives them one"
+        )
+    return width
+
+
 @dataclass(frozen=True)
 class MoELayers:
     """How a model builds each of its MoE layers: a router from the spec, the experts, a shared expert if any.
 
     ``options`` are the router's own knobs (:meth:`RouterSpec.router_options`); ``local_experts`` are
-    this worker's experts (None: all). The router is drawn from the RNG before the experts, and the
-    experts before the shared expert, in every layer: the order that fixes a seeded model's weights.
+    this worker's experts (None: all). ``param_budget`` (``moe.param_budget``; None: none) sizes the
+    routed experts so that together they hold that many of the layer's dense FFNs (:func:`budget_hidden`),
+    whatever their number; a shared expert (MoGE's) is always on, so it keeps the dense width. The
+    router is drawn from the RNG before the experts, and the experts before the shared expert, in every
+    layer: the order that fixes a seeded model's weights.
     """
 
     spec: RouterSpec
     facts: RunFacts
     options: Mapping[str, Any] = field(default_factory=dict)
     local_experts: Sequence[int] | None = None
+    param_budget: float | None = None
+
+    def expert_hidden(self, dim: int, hidden: int) -> int:
+        """The routed experts' hidden width in a layer whose dense FFN is ``dim -> hidden -> dim``.
+
+        Raises ValueError as :func:`budget_hidden`.
+        """
+        if self.param_budget is None:
+            return hidden
+        return budget_hidden(dim, hidden, self.facts.num_experts, self.param_budget)
 
     def __call__(self, dim: int, hidden: int) -> MoELayer:
-        """One MoE layer of width ``dim``, experts ``dim -> hidden -> dim``.
+        """One MoE layer of width ``dim`` whose dense FFN would be ``dim -> hidden -> dim``.
 
         Raises what the router's builder raises (ValueError, TypeError for an unknown option),
-        and ValueError for bad sizes or local experts.
+        and ValueError for bad sizes, local experts, or a budget too small for one hidden unit.
         """
         router = self.spec.build(dim, self.facts, **self.options)
-        experts = Experts(self.facts.num_experts, dim, hidden, self.local_experts)
+        experts = Experts(self.facts.num_experts, dim, self.expert_hidden(dim, hidden), self.local_experts)
         with_shared = self.spec.shared_expert and getattr(router, "uses_shared_expert", True)  # MoGE's ablation
         shared = ExpertFFN(dim, hidden) if with_shared else None
         return MoELayer(router=router, experts=experts, shared_expert=shared)

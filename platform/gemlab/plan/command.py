@@ -3,9 +3,13 @@
     gemlab plan costs.csv --capacity 2 --out plan.json
     gemlab plan --scenario uodb12 --compare argmax expert_centric
     gemlab plan --synthetic 1203 64 --seed 0 --loads heavy-tailed --load-capacity 1.2x
+    gemlab plan --show runs/<run>/plan.json
 
-Prints the mapping table, the LP bound, the value and their ratio; with
-``--out`` writes the plan's canonical JSON (atomically: nothing on error).
+Prints the mapping table, the LP bound, the value and their ratio, and for a
+fractional LP plan the tasks it split with what the compiler did with them;
+with ``--out`` writes the plan's canonical JSON (atomically: nothing on
+error). ``--show`` prints a saved plan (a training run's ``plan.json``) the
+same way, solving nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from gemlab.files import check_file_destination
 from gemlab.plan.affinity import CostMatrix, load_cost_matrix
 from gemlab.plan.errors import PlanInputError
 from gemlab.plan.loads import read_loads
+from gemlab.plan.plan import Plan
 from gemlab.plan.planner import make_plan
 from gemlab.plan.problem import AssignmentProblem
 from gemlab.plan.scenario import load_scenario
@@ -36,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument("--synthetic", nargs=2, type=int, metavar=("N", "E"), help="random N x E instance")
     source.add_argument("--scenario", help="a scenario under experiments/planner/ (e.g. uodb12) or a YAML path")
+    source.add_argument("--show", type=Path, metavar="PLAN", help="print a saved plan (a run's plan.json); no solve")
     parser.add_argument("--seed", type=int, default=0, help="seed of --synthetic and of the random strategy")
     parser.add_argument("--strategy", default="gem", choices=sorted(STRATEGIES))
     parser.add_argument("--capacity", help="count mode: tasks per expert, one integer or one per expert (a,b,...)")
@@ -45,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--load-capacity", help="load mode: capacity per expert, a number or 'Sx' = S x fair share")
     parser.add_argument("--precision", type=int, default=8, help="rounding precision p in 1..30 (gem)")
+    parser.add_argument(
+        "--no-repair",
+        action="store_true",
+        help="gem: keep the compiler's rounded plan, without re-solving one below the LP bound",
+    )
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds for any MIP solve")
     parser.add_argument(
         "--compare",
@@ -136,7 +147,12 @@ def run(args: argparse.Namespace) -> int:
     which can take minutes. A PlanError or OSError (one line, naming the file
     or option) reaches ``gemlab``'s main, which prints it and exits 2.
     """
-    options = validate_options(StrategyOptions(precision=args.precision, seed=args.seed, time_limit=args.time_limit))
+    if args.show:
+        return show(args)
+    options = StrategyOptions(
+        precision=args.precision, repair=not args.no_repair, seed=args.seed, time_limit=args.time_limit
+    )
+    options = validate_options(options)
     problem = build_problem(args)
     if args.out:
         check_file_destination(args.out)
@@ -152,4 +168,19 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         plan.save(args.out)
         print(f"\nwrote {args.out}")
+    return 0
+
+
+_SHAPING_OPTIONS = ("capacity", "loads", "load_capacity", "compare", "out")  # what --show refuses
+
+
+def show(args: argparse.Namespace) -> int:
+    """Print the saved plan ``--show`` names; raises PlanInputError naming the file or an option it cannot take.
+
+    A saved plan is only read, so the options that shape or write a plan are refused rather than ignored.
+    """
+    given = [f"--{name.replace('_', '-')}" for name in _SHAPING_OPTIONS if getattr(args, name)]
+    if given:
+        raise PlanInputError(f"--show prints a saved plan; it takes no {', '.join(given)}")
+    print(Plan.load(args.show).explain())
     return 0

@@ -24,6 +24,7 @@ import numpy as np
 from gemlab.files import write_text_atomically
 from gemlab.plan.errors import PlanInputError
 from gemlab.plan.problem import AssignmentProblem, CapacityMode, read_only
+from gemlab.plan.rounding import Rounding, bit_scaling_round
 
 SCHEMA_VERSION = 1
 _EXPLAIN_MAX_TASKS = 40  # the per-task table is printed only for plans this small
@@ -110,6 +111,28 @@ class Plan:
     def mapping(self) -> dict[str, str]:
         """Task name -> expert name."""
         return {t: self.expert_names[j] for t, j in zip(self.task_names, self.assignment.tolist(), strict=True)}
+
+    @property
+    def split_tasks(self) -> tuple[int, ...]:
+        """Tasks the LP plan spread over several experts (no x_ij = 1): none without one, none in count mode."""
+        if self.fractional is None:
+            return ()
+        return tuple(np.flatnonzero((self.fractional == 1.0).sum(axis=1) == 0).tolist())
+
+    def compiled(self) -> Rounding | None:
+        """What the compiler made of the LP plan before any repair: bit-scaling rounding at ``precision``.
+
+        ``placed_round`` marks a task the repair moved (p + 2) but not where the compiler had put it.
+        The rounding is a pure function of costs, loads, capacities, the LP plan and p, which the plan
+        keeps, so it is recomputed here rather than stored twice. Loads are taken as they are (count
+        mode's ones, a held-out task's 0), so the rounding sees the problem it saw. None for a plan
+        without an LP plan or a precision (strategies other than gem). Raises PlanError only for a plan
+        whose loads no capacities could hold (an edited file: the planner never writes one).
+        """
+        if self.fractional is None or self.precision is None:
+            return None
+        problem = AssignmentProblem.load(self.costs, self.loads, self.capacity, self.task_names, self.expert_names)
+        return bit_scaling_round(problem, self.fractional, self.precision)
 
     def tasks_of(self, expert: int | str) -> tuple[str, ...]:
         """Names of the tasks routed to ``expert`` (index or name); raises KeyError for an unknown name."""
@@ -292,7 +315,13 @@ class Plan:
             lines.append(f"{name:<{width}}  {loads[j]:>10g}  {self.capacity[j]:>10g}  {shown or '-'}{flag}")
         if self.num_tasks <= _EXPLAIN_MAX_TASKS:
             lines.extend(self._task_table())
+        lines.extend(self._compiler_table())
         return "\n".join(lines)
+
+    def _stage(self, placed_round: int) -> str:
+        """A round of the compiler in words: 1..p, the fallback (p + 1), the repair (p + 2), or unplaced (0)."""
+        p = self.precision or 0
+        return {0: "unplaced", p + 1: "fallback", p + 2: "repaired"}.get(placed_round, f"round {placed_round}")
 
     def _task_table(self) -> list[str]:
         width = max(len(name) for name in self.task_names)
@@ -300,11 +329,39 @@ class Plan:
         best = np.argmax(self.costs, axis=1)
         for i, name in enumerate(self.task_names):
             j = self.assignment[i]
-            stage = "-" if self.placed_round is None else str(self.placed_round[i])
+            stage = "-" if self.placed_round is None else self._stage(self.placed_round[i])
             lines.append(
                 f"{name:<{width}}  {self.expert_names[j]:<10}  {self.costs[i, j]:>8.4f}  "
                 f"{self.expert_names[best[i]]:<10}  {stage}"
             )
+        return lines
+
+    def _compiler_table(self) -> list[str]:
+        """Each task the LP split, round 1 left or the repair moved: its LP plan, the compiler's choice, the plan's.
+
+        Empty without a split: an integral LP is placed whole in round 1, and the repair has nothing to do.
+        """
+        split = self.split_tasks
+        compiled = self.compiled() if split else None
+        if compiled is None:
+            return []
+        noted = [i for i in range(self.num_tasks) if i in split or compiled.placed_round[i] != 1]
+        noted += [i for i in np.flatnonzero(compiled.assignment != self.assignment).tolist() if i not in noted]
+        rows = [("task", "LP plan (expert x_ij)", "compiled", "plan")]
+        for i in sorted(noted)[:_EXPLAIN_MAX_TASKS]:
+            row, j = self.fractional[i], compiled.assignment[i]
+            shares = ", ".join(f"{self.expert_names[k]} {row[k]:.3f}" for k in np.flatnonzero(row))
+            where = "unplaced" if j < 0 else f"{self.expert_names[j]} ({self._stage(compiled.placed_round[i])})"
+            rows.append((self.task_names[i], shares, where, self.expert_names[self.assignment[i]]))
+        widths = [max(len(row[c]) for row in rows) for c in range(3)]
+        lines = [
+            "",
+            f"LP split {len(split)} of {self.num_tasks} tasks; compiler at p={self.precision} "
+            "(tasks split, left by round 1, or moved by the repair):",
+        ]
+        lines += [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
+        if len(noted) > _EXPLAIN_MAX_TASKS:
+            lines.append(f"... (+{len(noted) - _EXPLAIN_MAX_TASKS} more)")
         return lines
 
 

@@ -34,6 +34,7 @@ from gemlab.plan.rounding import bit_scaling_round, check_precision
 @dataclass(frozen=True)
 class StrategyOptions:
     precision: int = 8  # bits of the rounding (gem)
+    repair: bool = True  # gem: re-solve a rounded plan below the LP bound (False: keep the compiler's own)
     seed: int = 0  # random strategy
     time_limit: float = 60.0  # seconds for any MIP solve (exact, repair)
 
@@ -77,6 +78,11 @@ def gem(problem: AssignmentProblem, options: StrategyOptions) -> Outcome:
     re-solved exactly on the capacity the others leave (the residual MIP),
     stranded tasks are placed by ejection or the full MIP, and local search
     polishes the result. See ``repair`` for each step.
+
+    ``options.repair=False`` keeps the compiler's plan as the paper defines
+    it -- the map then depends on the precision p wherever the LP is
+    fractional -- and only places the tasks rounding left without room
+    (ejection, else the MIP), since every task needs an expert.
     """
     lp = _lp_or_raise(problem)
     rounding = bit_scaling_round(problem, lp.x, options.precision)
@@ -87,7 +93,11 @@ def gem(problem: AssignmentProblem, options: StrategyOptions) -> Outcome:
         "fallback_tasks": rounding.fallback_count,
     }
     assignment = rounding.assignment
-    if problem.value(assignment) < lp.value - 1e-9 * max(1.0, abs(lp.value)) or (assignment < 0).any():
+    below_bound = problem.value(assignment) < lp.value - 1e-9 * max(1.0, abs(lp.value))
+    if not options.repair:
+        details["repair"] = False
+        assignment = _completed(problem, assignment, options, details)
+    elif below_bound or (assignment < 0).any():
         details["rounded_value"] = problem.value(assignment)
         free = residual_neighbourhood(problem, lp.x, assignment, rounding.placed_round)
         residual = solve_residual(problem, assignment, free)

@@ -13,7 +13,10 @@ many/medium/few-shot columns where the results hold them.
 
 Writes ``per_domain.{md,tex,csv}``, ``ablation.{md,tex,csv}`` (when the
 results hold several planner strategies), ``heldout.{md,tex,csv}`` (when
-runs held a domain out: its score per setting), ``heatmap-<method>.png``,
+runs held a domain out: its score per setting), ``adaptation.{md,tex,csv}``
+(when runs adapted a trained parent: adaptability and forgetting per setting),
+``parameters.{md,tex,csv}`` (the parameter counts runs recorded, per
+setting), ``heatmap-<method>.png``,
 ``cross_expert-<method>.png`` (runs with a domain → expert table) and
 ``curve-<parameter>.png`` (parameters that vary), and prints the tables.
 A method or parameter name that is not a plain file name is written in
@@ -50,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _table_texts(frame, metric: str, select: str | None) -> dict[str, str]:
     """File name → text of each table file (Markdown, LaTeX, CSV)."""
+    from gemlab.report.adaptation import adaptation_table
     from gemlab.report.heldout import heldout_table
+    from gemlab.report.parameters import parameters_table
     from gemlab.report.tables import ablation_table, per_domain_table, to_csv, to_latex, to_markdown
 
     texts = {}
@@ -58,6 +63,8 @@ def _table_texts(frame, metric: str, select: str | None) -> dict[str, str]:
         ("per_domain", per_domain_table(frame, metric, select)),
         ("ablation", ablation_table(frame, metric, select)),
         ("heldout", heldout_table(frame)),  # leave-one-domain-out runs (data.holdout): every setting, unselected
+        ("adaptation", adaptation_table(frame)),  # runs adapted from a parent (adapt.parent): every setting
+        ("parameters", parameters_table(frame)),  # each setting's parameter counts (moe.param_budget)
     )
     for name, table in tables:
         if table is not None:

@@ -22,22 +22,11 @@ import numpy as np
 import pandas as pd
 
 from gemlab.report.results import last_evaluations, task_metric
-from gemlab.report.tables import Table
-from gemlab.results_schema import PARAM_PREFIX, SWEPT_SEED, heldout_metric, param_column
+from gemlab.report.tables import Table, setting_columns, setting_label
+from gemlab.results_schema import SWEPT_SEED, heldout_metric, param_column
 
 HOLDOUT_KEY = "data.holdout"
 AVERAGE = "Avg."
-
-
-def _setting_columns(frame: pd.DataFrame) -> list[str]:
-    """Swept columns that tell settings apart: every ``param:`` column that varies, but the held-out domain and seed."""
-    skipped = {SWEPT_SEED.name, param_column(HOLDOUT_KEY)}
-    params = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX) and c not in skipped)
-    return [c for c in params if frame[c].nunique(dropna=False) > 1]
-
-
-def _label(method: str, keys: list[str], values: tuple) -> str:
-    return " ".join([method, *(f"{k.removeprefix(PARAM_PREFIX)}={v}" for k, v in zip(keys, values, strict=True))])
 
 
 def heldout_table(frame: pd.DataFrame) -> Table | None:
@@ -51,7 +40,7 @@ def heldout_table(frame: pd.DataFrame) -> Table | None:
     rows = rows[rows["metric"] == metric]
     if rows.empty:
         return None
-    keys = _setting_columns(rows)
+    keys = setting_columns(rows, (SWEPT_SEED.name, param_column(HOLDOUT_KEY)))
     domains = list(dict.fromkeys(rows["domain"]))
     table_rows = []
     for values, group in rows.groupby(["method", *keys], sort=True, dropna=False):
@@ -63,7 +52,7 @@ def heldout_table(frame: pd.DataFrame) -> Table | None:
         per_seed = group.groupby("seed")["value"].mean()
         if np.isfinite(per_seed).any():
             cells[AVERAGE] = (float(per_seed.mean()), float(per_seed.std(ddof=0)), len(per_seed))
-        table_rows.append((_label(values[0], keys, values[1:]), cells))
+        table_rows.append((setting_label(values[0], keys, values[1:]), cells))
     return Table(
         f"leave-one-domain-out: held-out {task_metric(frame)} (mean ± std over seeds)", [*domains, AVERAGE], table_rows
     )

@@ -32,7 +32,7 @@ import pandas as pd
 
 from gemlab.plan.strategies import STRATEGIES
 from gemlab.report.results import domains_of, selected, task_metric
-from gemlab.results_schema import ALL_DOMAINS, SUMMARY_COLUMNS
+from gemlab.results_schema import ALL_DOMAINS, PARAM_PREFIX, SUMMARY_COLUMNS
 
 # Table VI's rows: the maps GEM is compared with, GEM's own, then the exact MIP it approaches.
 PAPER_STRATEGY_ORDER = ("random", "argmax", "expert_centric", "greedy", "gem", "exact")
@@ -40,11 +40,31 @@ PAPER_STRATEGY_ORDER = ("random", "argmax", "expert_centric", "greedy", "gem", "
 
 @dataclass(frozen=True)
 class Table:
-    """Rows of (label, {column: (mean, std, seeds)}), in order; a pure function of the results."""
+    """Rows of (label, {column: (mean, std, seeds)}), in order; a pure function of the results.
+
+    ``scale`` and ``decimals`` say how its values are shown: scores ×100 with one decimal, counts as they are.
+    """
 
     title: str
     columns: list[str]
     rows: list[tuple[str, dict[str, tuple[float, float, int]]]]
+    scale: float = 100.0
+    decimals: int = 1
+
+
+def setting_columns(frame: pd.DataFrame, ignored: tuple[str, ...]) -> list[str]:
+    """Swept columns that tell settings apart: every ``param:`` column that varies, but the ``ignored`` ones.
+
+    Tables that show every setting instead of selecting one (leave-one-domain-out, adaptation) label
+    their rows by the method and these. Raises nothing.
+    """
+    params = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX) and c not in ignored)
+    return [c for c in params if frame[c].nunique(dropna=False) > 1]
+
+
+def setting_label(method: str, keys: list[str], values: tuple) -> str:
+    """A row label: the method, then ``key=value`` for each setting column (``param:`` left out)."""
+    return " ".join([method, *(f"{k.removeprefix(PARAM_PREFIX)}={v}" for k, v in zip(keys, values, strict=True))])
 
 
 def _columns(picked: pd.DataFrame, metric: str) -> dict[str, tuple[str, str]]:
@@ -112,11 +132,12 @@ def strategy_order(strategies: set[str]) -> list[str]:
     return [s for s in registered if s in strategies] + sorted(strategies - set(STRATEGIES))
 
 
-def _text(cell: tuple[float, float, int] | None, scale: float) -> str:
+def _text(cell: tuple[float, float, int] | None, scale: float, decimals: int) -> str:
     if cell is None:
         return "–"
     mean, std, seeds = cell
-    return f"{scale * mean:.1f} ± {scale * std:.1f}" if seeds > 1 else f"{scale * mean:.1f}"
+    mean_text = f"{scale * mean:.{decimals}f}"
+    return f"{mean_text} ± {scale * std:.{decimals}f}" if seeds > 1 else mean_text
 
 
 def _markdown_escaped(text: str) -> str:
@@ -135,19 +156,21 @@ def _latex_escaped(text: str) -> str:
     return re.sub(r"[\\&%$#_{}~^]", lambda m: _LATEX_SPECIALS[m[0]], " ".join(text.splitlines()))
 
 
-def to_markdown(table: Table, scale: float = 100.0) -> str:
-    """A GitHub-style Markdown table, values ×``scale``; raises nothing."""
+def to_markdown(table: Table, scale: float | None = None) -> str:
+    """A GitHub-style Markdown table, values ×``scale`` (None: the table's own); raises nothing."""
+    scale = table.scale if scale is None else scale
     header = " | ".join(_markdown_escaped(c) for c in table.columns)
     lines = [f"**{_markdown_escaped(table.title)}** (×{scale:g})", "", f"| method | {header} |"]
     lines.append("|---|" + "---:|" * len(table.columns))
     for label, cells in table.rows:
-        texts = [_text(cells.get(c), scale) for c in table.columns]
+        texts = [_text(cells.get(c), scale, table.decimals) for c in table.columns]
         lines.append(f"| {_markdown_escaped(label)} | " + " | ".join(texts) + " |")
     return "\n".join(lines)
 
 
-def to_latex(table: Table, scale: float = 100.0) -> str:
-    """A booktabs ``tabular``, values ×``scale``; raises nothing."""
+def to_latex(table: Table, scale: float | None = None) -> str:
+    """A booktabs ``tabular``, values ×``scale`` (None: the table's own); raises nothing."""
+    scale = table.scale if scale is None else scale
     lines = [
         r"\begin{tabular}{l" + "r" * len(table.columns) + "}",
         r"\toprule",
@@ -155,7 +178,7 @@ def to_latex(table: Table, scale: float = 100.0) -> str:
         r"\midrule",
     ]
     for label, cells in table.rows:
-        texts = [_text(cells.get(c), scale).replace("±", r"$\pm$") for c in table.columns]
+        texts = [_text(cells.get(c), scale, table.decimals).replace("±", r"$\pm$") for c in table.columns]
         lines.append(_latex_escaped(label) + " & " + " & ".join(texts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)
