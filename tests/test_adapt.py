@@ -23,6 +23,7 @@ from gemlab.engine.parallel import expert_parameters
 from gemlab.engine.prepare import RUN_FILE, plan_fingerprint, prepare
 from gemlab.engine.worker import Worker
 from gemlab.report.adaptation import adaptation_table
+from gemlab.report.figures import adaptation_tradeoff
 from gemlab.report.results import load_results
 from gemlab.results_schema import ADAPTABILITY, ALL_DOMAINS, FORGETTING
 from helpers import tiny, tiny_overrides
@@ -259,8 +260,13 @@ def test_the_report_tabulates_adaptability_and_forgetting_per_method(tmp_path):
                 rows.append({**base, "domain": domain, "metric": metric, "value": value})
     path = tmp_path / "results.parquet"
     pd.DataFrame(rows).to_parquet(path)
-    table = adaptation_table(load_results([str(path)], None))
+    frame = load_results([str(path)], None)
+    table = adaptation_table(frame)
     assert table.columns == [ADAPTABILITY, FORGETTING, "noise (new)", "rot0 (forgot)"]
     cells = dict(table.rows)
     assert cells["gem"][ADAPTABILITY] == pytest.approx((0.55, 0.05, 2))
     assert cells["topk"][FORGETTING] == pytest.approx((0.2, 0.0, 2))
+    (figure,) = adaptation_tradeoff(frame)  # Fig. 11: one point per method
+    figure.save(tmp_path / figure.file_name)
+    assert figure.file_name == "adaptation.png" and (tmp_path / "adaptation.png").stat().st_size > 0
+    assert adaptation_tradeoff(frame[frame["metric"] != FORGETTING]) == []

@@ -152,11 +152,9 @@ def test_the_counts_are_rows_of_the_results_and_a_report_table(digits_dir, tmp_p
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_the_expert_budget_sweep_keeps_the_experts_total_within_a_hidden_unit_per_expert(
-    ray_session, digits_dir, tmp_path
-):
+def test_the_budget_study_keeps_the_experts_total_within_a_hidden_unit_per_expert(ray_session, digits_dir, tmp_path):
     """The shipped sweep, cut to one seed and two steps, through the real `gemlab sweep` path."""
-    command = ["sweep", "sweep=expert_budget", f"data.path={digits_dir}", f"storage_path={tmp_path}"]
+    command = ["sweep", "sweep=study_budget", f"data.path={digits_dir}", f"storage_path={tmp_path}"]
     assert main([*command, "sweep.space.seed=[0]", "trainer.max_steps=2", "trainer.eval_interval=2"]) == 0
     (sweep_dir,) = (tmp_path / "sweeps").iterdir()
     table = pq.read_table(sweep_dir / "results.parquet").to_pandas()

@@ -84,6 +84,23 @@ PARAMETER_METRICS = MappingProxyType(
     {"total": PARAMS_TOTAL, "experts": PARAMS_EXPERTS, "active": PARAMS_ACTIVE, "expert_hidden": EXPERT_HIDDEN}
 )
 
+# Run-level rows of the plan a run trained by (GEM Table VI's columns): its value Σ c_ij, value / LP bound, the
+# load above capacity summed over experts as a share of the total capacity, and the number of overloaded experts.
+PLAN_VALUE, PLAN_LP_RATIO, CAPACITY_OVERLOAD, OVERLOADED_EXPERTS = (
+    "plan_value",
+    "plan_lp_ratio",
+    "capacity_overload",
+    "overloaded_experts",
+)
+PLAN_METRICS = MappingProxyType(
+    {
+        "plan value": PLAN_VALUE,
+        "value / LP": PLAN_LP_RATIO,
+        "capacity overload": CAPACITY_OVERLOAD,
+        "overloaded experts": OVERLOADED_EXPERTS,
+    }
+)
+
 # A sweep's table adds these columns to its trials' rows: the sweep, the trial, and one per swept key.
 SWEEP_COLUMN, TRIAL_COLUMN, PARAM_PREFIX = "sweep", "trial", "param:"
 

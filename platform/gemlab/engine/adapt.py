@@ -210,6 +210,21 @@ def _check_same_as_parent(cfg: DictConfig, parent: Parent) -> None:
         )
 
 
+def with_domains_resolved(cfg: DictConfig, trained: dict[str, Any] | None) -> DictConfig:
+    """An adapted run's composed ``cfg`` with the domains and expert count its run.json identity records.
+
+    Composing an adapted run's overrides again gives the parent's domains and experts; preparing it
+    extended them (:func:`adapted_config`). Reading such a run back must not depend on its parent still
+    being there, so the record is taken instead. Other configs, and a run without a record (None), are
+    returned as they are.
+    """
+    if cfg.adapt.parent is None or trained is None:
+        return cfg
+    cfg = cfg.copy()
+    cfg.data.domains, cfg.moe.num_experts = trained["data"]["domains"], trained["moe"]["num_experts"]
+    return cfg
+
+
 def _parent_anchors(cfg: DictConfig, parent: Parent) -> np.ndarray:
     """The parent's expert anchors, refitted from its own inputs; raises ConfigError if its costs do not come back.
 

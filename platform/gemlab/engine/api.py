@@ -121,13 +121,14 @@ def fit(prepared: Prepared, callbacks: Sequence[Any] = ()) -> Any:
 
 
 def write_run_results(prepared: Prepared, history: list[dict[str, Any]]) -> Location:
-    """The run's ``results.parquet``, the cross-expert matrix added to its last evaluation and the model's
-    parameter counts to its rows; raises OSError."""
+    """The run's ``results.parquet``, the cross-expert matrix added to its last evaluation, and the model's
+    parameter counts and the plan's quality as rows; raises OSError."""
     from gemlab.engine.cross_expert import with_cross_expert
-    from gemlab.engine.outputs import write_results
+    from gemlab.engine.outputs import run_constants, write_results
 
     history = with_cross_expert(prepared.cfg, prepared.run_dir, history)
-    return write_results(prepared.run_dir, prepared.cfg, prepared.name, history, prepared.parameters)
+    constants = run_constants(prepared.parameters, prepared.plan)
+    return write_results(prepared.run_dir, prepared.cfg, prepared.name, history, constants)
 
 
 def write_table(table: pa.Table, path: Location) -> Location:
@@ -155,30 +156,35 @@ def read_saved_run(cfg: DictConfig, run_dir: Location, name: str, extra: dict[st
     ``cfg``: the run's config as composed (its paths are made absolute here, as :func:`prepare` made them
     for the run). The history saved with the checkpoint gets the cross-expert matrix on its last
     evaluation; TensorBoard events are written from it once, when the run has none (trials print no live
-    progress). The model's parameter counts come from the run's ``run.json`` (none without one).
+    progress). The model's parameter counts come from the run's ``run.json`` (none without one), the plan's
+    quality from its ``plan.json``.
     ``extra``: the table's constant columns. None when the run has no usable checkpoint. Raises OSError
     when the storage cannot be read, CheckpointMismatch for a checkpoint of another config, ConfigError
-    for a damaged ``run.json``.
+    for a damaged ``run.json``. An adapted run's domains and experts are those its ``run.json`` records
+    (the parent's and the added ones), not the composed config's.
     """
+    from gemlab.engine.adapt import with_domains_resolved
     from gemlab.engine.checkpoint import read_history
     from gemlab.engine.cross_expert import with_cross_expert
     from gemlab.engine.loop import flat_metrics
-    from gemlab.engine.outputs import TENSORBOARD_DIR, TensorBoardLog, results_table
+    from gemlab.engine.outputs import TENSORBOARD_DIR, TensorBoardLog, results_table, run_constants
     from gemlab.engine.parameters import RECORD_KEY
-    from gemlab.engine.prepare import RUN_FILE, read_run_record, with_absolute_paths
+    from gemlab.engine.prepare import PLAN_FILE, RUN_FILE, read_plan, read_run_record, with_absolute_paths
     from gemlab.engine.resume import find_resume_point
 
     resume = find_resume_point(run_dir)
     if resume.folder is None:
         return None
-    cfg = with_absolute_paths(cfg)
+    record = run_dir / RUN_FILE  # what prepare() wrote before the trial trained; without it, no counts
+    trained = read_run_record(record) if record.is_file() else {}
+    cfg = with_domains_resolved(with_absolute_paths(cfg), trained.get("identity"))
     history = with_cross_expert(cfg, run_dir, read_history(resume.folder))
     if not (run_dir / TENSORBOARD_DIR).exists():
         log = TensorBoardLog(run_dir)
-        for record in history:
-            log.add(record)
+        for evaluation in history:
+            log.add(evaluation)
         log.close()
-    record = run_dir / RUN_FILE  # what prepare() wrote before the trial trained; without it, no counts
-    parameters = read_run_record(record).get(RECORD_KEY) if record.is_file() else None
-    table = results_table(cfg, name, history, extra, parameters)
+    parameters = trained.get(RECORD_KEY)
+    plan = read_plan(run_dir / PLAN_FILE) if (run_dir / PLAN_FILE).is_file() else None
+    table = results_table(cfg, name, history, extra, run_constants(parameters, plan))
     return SavedRun(table, history[-1]["step"], flat_metrics(history[-1]))

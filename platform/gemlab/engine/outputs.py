@@ -20,14 +20,19 @@ from omegaconf import DictConfig
 
 from gemlab.engine.forgetting import adaptation_metrics
 from gemlab.engine.model import method_label, needs_plan
+from gemlab.plan.plan import Plan
 from gemlab.results_schema import (
     ACCURACY,
     ALL_DOMAINS,
     ALLREDUCE_BYTES_PER_STEP,
+    CAPACITY_OVERLOAD,
     CPU_MS_PER_SAMPLE,
     CROSS_EXPERT,
     EXPERT_LOAD,
+    OVERLOADED_EXPERTS,
     PARAMETER_METRICS,
+    PLAN_LP_RATIO,
+    PLAN_VALUE,
     RESULTS_FILE,
     SAMPLES_PER_S,
     SHOT_METRICS,
@@ -127,16 +132,38 @@ def parameter_metrics(parameters: Mapping[str, Any] | None) -> list[tuple[str, s
     return [(ALL_DOMAINS, metric, counts[key]) for key, metric in held.items()]
 
 
+def plan_metrics(plan: Plan | None) -> list[tuple[str, str, float]]:
+    """(``all``, metric, value) rows of the plan a run trained by (None: a run without one): its value
+    Σ c_ij, value / LP bound (when the plan has a bound), the load above capacity summed over experts as a
+    share of the total capacity, and the number of overloaded experts -- GEM Table VI's violations, which
+    only a strategy that ignores capacity (``argmax``) has. Raises nothing.
+    """
+    if plan is None:
+        return []
+    excess = sum(plan.violations.values())
+    rows = [
+        (ALL_DOMAINS, PLAN_VALUE, plan.value),
+        (ALL_DOMAINS, CAPACITY_OVERLOAD, excess / float(plan.capacity.sum())),
+        (ALL_DOMAINS, OVERLOADED_EXPERTS, float(len(plan.violations))),
+    ]
+    return rows + ([(ALL_DOMAINS, PLAN_LP_RATIO, plan.ratio)] if plan.ratio is not None else [])
+
+
+def run_constants(parameters: Mapping[str, Any] | None, plan: Plan | None) -> list[tuple[str, str, float]]:
+    """The run-level rows that do not change during training: parameter counts and the plan's quality."""
+    return parameter_metrics(parameters) + plan_metrics(plan)
+
+
 def results_table(
     cfg: DictConfig,
     name: str,
     history: Sequence[dict[str, Any]],
     extra: dict[str, Any] | None = None,
-    parameters: Mapping[str, Any] | None = None,
+    constants: Sequence[tuple[str, str, float]] = (),
 ):
     """The long-form table of one run's history; ``extra`` adds constant columns (a sweep's trial and params).
 
-    ``parameters`` (run.json's counts) become rows at the last evaluated step, where reports read a run.
+    ``constants`` (:func:`run_constants`) become rows at the last evaluated step, where reports read a run.
     """
     import pyarrow as pa
 
@@ -150,7 +177,7 @@ def results_table(
         last = history[-1]["step"]
         rows += [
             {**fields, "domain": domain, "metric": metric, "step": last, "value": float(value)}
-            for domain, metric, value in parameter_metrics(parameters)
+            for domain, metric, value in constants
         ]
     table = pa.Table.from_pylist(rows, schema=arrow_schema())
     for column, value in (extra or {}).items():
@@ -173,10 +200,10 @@ def write_results(
     cfg: DictConfig,
     name: str,
     history: Sequence[dict[str, Any]],
-    parameters: Mapping[str, Any] | None = None,
+    constants: Sequence[tuple[str, str, float]] = (),
 ) -> Location:
-    """``results.parquet`` of the whole history, with the model's parameter counts (None: none)."""
-    return write_table(results_table(cfg, name, history, parameters=parameters), run_dir / RESULTS_FILE)
+    """``results.parquet`` of the whole history, with the run's constant rows (:func:`run_constants`)."""
+    return write_table(results_table(cfg, name, history, constants=constants), run_dir / RESULTS_FILE)
 
 
 class TensorBoardLog:

@@ -16,9 +16,12 @@ results hold several planner strategies), ``heldout.{md,tex,csv}`` (when
 runs held a domain out: its score per setting), ``adaptation.{md,tex,csv}``
 (when runs adapted a trained parent: adaptability and forgetting per setting),
 ``parameters.{md,tex,csv}`` (the parameter counts runs recorded, per
-setting), ``heatmap-<method>.png``,
+setting), ``plans.{md,tex,csv}`` (runs that followed a plan: the mean score beside the
+plan's value, value / LP and capacity violations, per setting),
+``heatmap-<method>.png``,
 ``cross_expert-<method>.png`` (runs with a domain → expert table) and
-``curve-<parameter>.png`` (parameters that vary), and prints the tables.
+``curve-<parameter>.png`` (parameters that vary), ``adaptation.png`` (adapted
+runs: each method's adaptability against its forgetting), and prints the tables.
 A method or parameter name that is not a plain file name is written in
 safe characters with a digest of the original (``heatmap-a_b-1f2e3d4c5b.png``).
 
@@ -56,6 +59,7 @@ def _table_texts(frame, metric: str, select: str | None) -> dict[str, str]:
     from gemlab.report.adaptation import adaptation_table
     from gemlab.report.heldout import heldout_table
     from gemlab.report.parameters import parameters_table
+    from gemlab.report.plans import plans_table
     from gemlab.report.tables import ablation_table, per_domain_table, to_csv, to_latex, to_markdown
 
     texts = {}
@@ -65,6 +69,7 @@ def _table_texts(frame, metric: str, select: str | None) -> dict[str, str]:
         ("heldout", heldout_table(frame)),  # leave-one-domain-out runs (data.holdout): every setting, unselected
         ("adaptation", adaptation_table(frame)),  # runs adapted from a parent (adapt.parent): every setting
         ("parameters", parameters_table(frame)),  # each setting's parameter counts (moe.param_budget)
+        ("plans", plans_table(frame)),  # each planned setting's score beside its plan's value and violations
     )
     for name, table in tables:
         if table is not None:
@@ -76,7 +81,7 @@ def _table_texts(frame, metric: str, select: str | None) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     """Raises ReportError (a GemlabError) naming the file, folder or metric that stops the report."""
     from gemlab.files import write_text_atomically
-    from gemlab.report.figures import cross_expert_matrices, parameter_curves, routing_heatmaps
+    from gemlab.report.figures import adaptation_tradeoff, cross_expert_matrices, parameter_curves, routing_heatmaps
     from gemlab.report.output import check_output_folder, destinations
     from gemlab.report.results import check_selection, load_results, task_metric, unscored_methods
 
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         *routing_heatmaps(frame, args.select),
         *cross_expert_matrices(frame, args.select),
         *parameter_curves(frame, metric),
+        *adaptation_tradeoff(frame),
     ]
     paths = destinations(args.out, [*texts, *(figure.file_name for figure in figures)])
     args.out.mkdir(parents=True, exist_ok=True)

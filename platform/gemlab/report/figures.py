@@ -1,4 +1,4 @@
-"""Figures as PNG: routing heatmaps, cross-expert matrices, metric-vs-parameter curves.
+"""Figures as PNG: routing heatmaps, cross-expert matrices, metric-vs-parameter curves, adaptability vs forgetting.
 
 Each figure has axis labels with units, a colour bar or a legend, and a
 title that says which runs it shows; each is a pure function of the results.
@@ -22,7 +22,7 @@ from pandas.api.types import is_bool_dtype
 from gemlab.files import atomic_path
 from gemlab.report.output import safe_name
 from gemlab.report.results import domains_of, last_evaluations, selected, task_metric
-from gemlab.results_schema import ALL_DOMAINS, CROSS_EXPERT, EXPERT_LOAD, PARAM_PREFIX
+from gemlab.results_schema import ADAPTABILITY, ALL_DOMAINS, CROSS_EXPERT, EXPERT_LOAD, FORGETTING, PARAM_PREFIX
 
 
 def _pyplot():
@@ -178,3 +178,42 @@ def parameter_curves(frame: pd.DataFrame, metric: str | None = None) -> list[Fig
             name = column.removeprefix(PARAM_PREFIX)
             figures.append(Figure(f"curve-{safe_name(name)}.png", partial(_curve, swept, name, metric)))
     return figures
+
+
+def _tradeoff(points: pd.DataFrame, metric: str, plt):
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    for method, rows in points.groupby("method"):
+        mean, std = rows[[ADAPTABILITY, FORGETTING]].mean(), rows[[ADAPTABILITY, FORGETTING]].std(ddof=0)
+        axes.errorbar(
+            mean[ADAPTABILITY],
+            mean[FORGETTING],
+            xerr=std[ADAPTABILITY],
+            yerr=std[FORGETTING],
+            marker="o",
+            capsize=3,
+            label=_literal(f"{method} ({len(rows)} runs)"),
+        )
+    axes.axhline(0.0, color="grey", linewidth=0.5)
+    axes.set_xlabel(_literal(f"adaptability: {metric} of the added domains (higher is better)"), fontsize=8)
+    axes.set_ylabel(_literal(f"forgetting: drop in {metric} (lower is better)"), fontsize=8)
+    axes.set_title("adaptability vs forgetting (mean over domains; bars: std over runs)", fontsize=9)
+    axes.legend(title="method", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def adaptation_tradeoff(frame: pd.DataFrame) -> list[Figure]:
+    """GEM Fig. 11's trade-off: each method's mean adaptability against its mean forgetting over its runs.
+
+    One figure when runs adapted a parent (:mod:`gemlab.engine.forgetting`), none otherwise; a run without
+    a finite value of both drops out. Raises ReportError as :func:`parameter_curves` does.
+    """
+    last = last_evaluations(frame)
+    rows = last[(last["domain"] == ALL_DOMAINS) & last["metric"].isin((ADAPTABILITY, FORGETTING))]
+    points = rows.pivot_table(index=["method", "run"], columns="metric", values="value").reset_index()
+    if not {ADAPTABILITY, FORGETTING} <= set(points.columns):
+        return []
+    points = points[np.isfinite(points[ADAPTABILITY]) & np.isfinite(points[FORGETTING])]
+    if points.empty:
+        return []
+    return [Figure("adaptation.png", partial(_tradeoff, points, task_metric(frame)))]

@@ -7,7 +7,9 @@ Arguments are the Hydra overrides of ``gemlab train`` plus ``sweep=<name>``
 (a file of experiments/sweep/). Every trial's config is composed before Tune
 starts. Running the same command again restores the sweep: finished trials
 are not rerun, unfinished ones continue from their checkpoints. The sweep's
-``results.parquet`` and a leaderboard come at the end.
+``results.parquet`` and a leaderboard come at the end. A sweep with
+``sweep.parents`` runs its parent sweep first and continues its trials
+(:mod:`gemlab.tune.stages`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,17 @@ def leaderboard(rows: list[dict[str, Any]], metric: str, mode: str) -> str:
     return "\n".join(lines)
 
 
+def parent_links(spec, parent_overrides: list[str], config_dir: str | None) -> dict[int, list[str]]:
+    """Each trial's links to its parent sweep's trial (:mod:`gemlab.tune.stages`); raises ConfigError."""
+    from gemlab.engine.api import checked_storage, compose_config
+    from gemlab.tune.sweep import SweepSpec, sweep_name
+
+    parent_cfg = compose_config(parent_overrides, config_dir)
+    parent_spec = SweepSpec.from_config(parent_cfg)
+    parent_dir = checked_storage(parent_cfg) / "sweeps" / sweep_name(parent_cfg, parent_spec)
+    return spec.parents.links(spec.trials(), parent_spec.trials(), parent_dir / "trials")
+
+
 def run(args: argparse.Namespace) -> int:
     from gemlab.engine.api import (
         DEFAULT_CONFIG_DIR,
@@ -97,7 +110,14 @@ def run(args: argparse.Namespace) -> int:
     spec = SweepSpec.from_config(cfg)
     sweep_dir = checked_storage(cfg) / "sweeps" / sweep_name(cfg, spec)  # the destination first, in seconds
     base = portable_overrides(list(args.overrides), cfg)
-    check_trials(spec, base, config_dir)
+    links = {}
+    if spec.parents is not None:  # the parent sweep first (restored when it has run), then the links to it
+        parent_args = argparse.Namespace(overrides=spec.parents.parent_overrides(args.overrides), config_dir=config_dir)
+        code = run(parent_args)
+        if code != 0:
+            return code
+        links = parent_links(spec, parent_args.overrides, config_dir)
+    check_trials(spec, base, config_dir, links)
     generate_data(compose_config(base, config_dir))  # data made once, here
     trials = spec.trials()
     print(f"sweep {sweep_dir.name}: {len(trials)} trials ({spec.search}), {spec.metric} ({spec.mode}), "
@@ -106,12 +126,12 @@ def run(args: argparse.Namespace) -> int:
     ensure_ray(cfg.address, cfg.trainer.verbose)
 
     callback = _progress_callback(cfg.trainer.max_steps, spec.metric)
-    tuner = make_tuner(cfg, spec, base, sweep_dir, config_dir or str(DEFAULT_CONFIG_DIR), [callback])
+    tuner = make_tuner(cfg, spec, base, sweep_dir, config_dir or str(DEFAULT_CONFIG_DIR), [callback], links)
     grid = tuner.fit()
     errors = [str(result.error) for result in grid if result.error is not None]
     # a trial that never reported (interrupted before its first step) has no config in its result
     seen = {result.config["trial"]["index"]: result.metrics.get("step", 0) for result in grid if result.config}
-    path, rows = collect_results(sweep_dir, trials, base, config_dir, spec.metric)
+    path, rows = collect_results(sweep_dir, trials, base, config_dir, spec.metric, links)
     statuses = saved_statuses(sweep_dir)
     for row in rows:  # what the scheduler saw: a stopped run may have trained on until its workers were stopped
         index = int(row["trial"].removeprefix("trial-"))

@@ -9,6 +9,7 @@ reports can group by method and plot a metric against a parameter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from gemlab.engine.api import compose_config, read_saved_run, write_table
@@ -25,13 +26,19 @@ def _column_value(value: Any) -> Any:
 
 
 def collect_results(
-    sweep_dir: Location, trials: list[dict[str, Any]], base: list[str], config_dir: str | None, metric: str
+    sweep_dir: Location,
+    trials: list[dict[str, Any]],
+    base: list[str],
+    config_dir: str | None,
+    metric: str,
+    links: Mapping[int, list[str]] | None = None,
 ) -> tuple[Location, list[dict[str, Any]]]:
     """Write ``sweep_dir/results.parquet``; return it and one leaderboard row per trial that reported.
 
     Every trial's config is composed from ``config_dir`` (None: the repository's experiments/), the
-    folder the sweep was composed from. Raises ConfigError for a trial whose config no longer composes,
-    OSError when the sweep's storage cannot be read or written.
+    folder the sweep was composed from, with its ``links`` to a parent trial (:mod:`gemlab.tune.stages`).
+    Raises ConfigError for a trial whose config no longer composes, OSError when the sweep's storage
+    cannot be read or written.
     """
     import pyarrow as pa
 
@@ -40,7 +47,7 @@ def collect_results(
         name = trial_name(index)
         extra = {SWEEP_COLUMN: sweep_dir.name, TRIAL_COLUMN: name}
         extra |= {param_column(key): _column_value(value) for key, value in params.items()}
-        cfg = compose_config(trial_overrides(base, params), config_dir)
+        cfg = compose_config(trial_overrides(base, params, (links or {}).get(index, ())), config_dir)
         saved = read_saved_run(cfg, sweep_dir / "trials" / name, name, extra)
         if saved is None:
             continue

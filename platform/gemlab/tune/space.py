@@ -101,10 +101,20 @@ def expand(space: Mapping[str, Any], search: str, num_samples: int, seed: int) -
     return trials
 
 
-def override(key: str, value: Any) -> str:
-    """A Hydra override ``key=value`` (strings quoted, so a value never parses as another type)."""
+def _hydra_value(value: Any) -> str:
+    """``value`` in Hydra's override grammar: strings quoted unless plain, lists and mappings element by element."""
     if isinstance(value, str):
-        return f"{key}={value}" if re.fullmatch(r"[A-Za-z_][\w.\-]*", value) else f"{key}='{value}'"
+        return value if re.fullmatch(r"[A-Za-z_][\w.\-]*", value) else f"'{value}'"
     if isinstance(value, bool):
-        return f"{key}={str(value).lower()}"
-    return f"{key}={value!r}" if isinstance(value, float) else f"{key}={value}"
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_hydra_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{key}:{_hydra_value(item)}" for key, item in value.items()) + "}"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def override(key: str, value: Any) -> str:
+    """A Hydra override ``key=value`` (strings quoted, so a value never parses as another type; lists and
+    mappings written in Hydra's grammar: ``data.shots={noise:10}``)."""
+    return f"{key}={_hydra_value(value)}"

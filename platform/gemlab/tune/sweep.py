@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from gemlab.engine.api import ConfigError, as_plain, compose_config, identity
 from gemlab.results_schema import ACCURACY
 from gemlab.storage import Location
 from gemlab.tune.space import SpaceError, expand, override
+from gemlab.tune.stages import ParentStage
 
 SCHEDULERS = ("asha", "fifo")
 
@@ -41,6 +43,7 @@ class SweepSpec:
     mode: str
     scheduler: dict[str, Any]
     max_concurrent_trials: int
+    parents: ParentStage | None = None  # a sweep whose trials continue another sweep's (tune/stages.py)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> SweepSpec:
@@ -58,6 +61,7 @@ class SweepSpec:
             mode=block.get("mode", "max"),
             scheduler=scheduler,
             max_concurrent_trials=int(block.get("max_concurrent_trials", 1)),
+            parents=ParentStage.from_block(block.get("parents")),
         )
         if spec.mode not in ("max", "min"):
             raise ConfigError(f"sweep.mode={spec.mode!r}: expected max or min")
@@ -75,19 +79,23 @@ class SweepSpec:
         return expand(self.space, self.search, self.num_samples, self.seed)
 
 
-def trial_overrides(base: list[str], params: dict[str, Any]) -> list[str]:
-    """A trial's Hydra overrides: the sweep command's, then its own values (which win)."""
-    return [*base, *(override(key, value) for key, value in params.items())]
+def trial_overrides(base: list[str], params: dict[str, Any], links: Sequence[str] = ()) -> list[str]:
+    """A trial's Hydra overrides: the sweep command's, its own values, then its links to a parent trial
+    (:mod:`gemlab.tune.stages`)."""
+    return [*base, *(override(key, value) for key, value in params.items()), *links]
 
 
-def check_trials(spec: SweepSpec, base: list[str], config_dir: str | None) -> None:
+def check_trials(
+    spec: SweepSpec, base: list[str], config_dir: str | None, links: Mapping[int, list[str]] | None = None
+) -> None:
     """Compose every trial's config on the driver, so a bad key or value fails before Tune starts.
 
-    Raises ConfigError naming the trial, its values and the key.
+    ``links``: each trial's overrides that tie it to a parent trial. Raises ConfigError naming the trial,
+    its values and the key.
     """
     for index, params in enumerate(spec.trials()):
         try:
-            compose_config(trial_overrides(base, params), config_dir)
+            compose_config(trial_overrides(base, params, (links or {}).get(index, ())), config_dir)
         except ConfigError as error:
             raise ConfigError(f"sweep trial {index} {params}: {error}") from None
 
@@ -110,7 +118,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
     trial = config["trial"]
     overrides = [
-        *trial_overrides(config["base_overrides"], trial["params"]),
+        *trial_overrides(config["base_overrides"], trial["params"], trial["links"]),
         f"name={trial_name(trial['index'])}",
         override("storage_path", config["trials_dir"]),  # quoted: a URI's ?, & and = are Hydra syntax
     ]
@@ -123,8 +131,19 @@ def evaluations_per_run(cfg: DictConfig) -> int:
     return math.ceil(cfg.trainer.max_steps / cfg.trainer.eval_interval)
 
 
-def make_tuner(cfg: DictConfig, spec: SweepSpec, base: list[str], sweep_dir: Location, config_dir: str, callbacks=()):
-    """A new Tuner over the expanded trials, or the one restored from ``sweep_dir`` (finished trials stay done)."""
+def make_tuner(
+    cfg: DictConfig,
+    spec: SweepSpec,
+    base: list[str],
+    sweep_dir: Location,
+    config_dir: str,
+    callbacks=(),
+    links: Mapping[int, list[str]] | None = None,
+):
+    """A new Tuner over the expanded trials, or the one restored from ``sweep_dir`` (finished trials stay done).
+
+    ``links``: each trial's overrides that tie it to a parent trial (:mod:`gemlab.tune.stages`).
+    """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -136,7 +155,8 @@ def make_tuner(cfg: DictConfig, spec: SweepSpec, base: list[str], sweep_dir: Loc
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=evaluations_per_run(cfg), **options)
     else:
         scheduler = FIFOScheduler()
-    trials = [{"index": i, "params": params} for i, params in enumerate(spec.trials())]
+    links = links or {}
+    trials = [{"index": i, "params": params, "links": links.get(i, [])} for i, params in enumerate(spec.trials())]
     param_space = {
         "trial": tune.grid_search(trials),
         "base_overrides": base,

@@ -1,0 +1,69 @@
+"""The papers' studies (experiments/sweep/study_*.yaml): each names the command that runs it, sweeps at least three
+seeds, and runs end to end -- cut to one seed and two steps, the mechanics only -- through `gemlab sweep` and
+`gemlab report` (the real runs are docs/results.md's, not the tests')."""
+
+from __future__ import annotations
+
+import pytest
+
+from gemlab.cli import main
+from gemlab.engine.config import DEFAULT_CONFIG_DIR, ConfigError, compose_config
+from gemlab.storage import Location
+from gemlab.tune.stages import ParentStage
+from gemlab.tune.sweep import SweepSpec, sweep_name
+
+STUDIES = sorted(path.stem for path in (DEFAULT_CONFIG_DIR / "sweep").glob("study_*.yaml"))
+# study_budget: tests/test_param_budget.py runs it, checking each trial's parameter counts;
+# study_adapt_parents: study_adapt runs it first
+RUN_ELSEWHERE = {"study_budget", "study_adapt_parents"}
+EXPECTED_TABLES = {"study_adapt": "adaptation.md", "study_precision": "plans.md", "study_table7": "plans.md"}
+
+
+def test_the_studies_are_shipped_with_their_command_and_three_seeds():
+    shipped = {"study_table7", "study_precision", "study_moge", "study_dqroute", "study_budget", "study_adapt"}
+    assert shipped <= set(STUDIES)
+    for name in STUDIES:
+        header = (DEFAULT_CONFIG_DIR / "sweep" / f"{name}.yaml").read_text()
+        assert f"gemlab sweep sweep={name}\n" in header and "gemlab report" in header, name
+        seeds = SweepSpec.from_config(compose_config([f"sweep={name}"])).space["seed"]
+        assert len(set(seeds)) >= 3, name
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(STUDIES) - RUN_ELSEWHERE))
+def test_a_study_runs_and_reports(ray_session, digits_dir, tmp_path, name):
+    cut = ["sweep.space.seed=[0]", "trainer.max_steps=2", "trainer.eval_interval=2", "affinity.samples_per_domain=16"]
+    overrides = [f"sweep={name}", f"data.path={digits_dir}", f"storage_path={tmp_path}", *cut]
+    assert main(["sweep", *overrides]) == 0
+    cfg = compose_config(overrides)
+    sweep_dir = tmp_path / "sweeps" / sweep_name(cfg, SweepSpec.from_config(cfg))  # a two-stage study has two
+    report = tmp_path / "report"
+    assert main(["report", str(sweep_dir), "--out", str(report)]) == 0
+    assert (report / "per_domain.md").is_file() and (report / "parameters.md").is_file()
+    assert (report / EXPECTED_TABLES.get(name, "per_domain.md")).is_file()
+
+
+def test_a_two_stage_sweep_links_each_trial_to_the_parent_with_its_values(tmp_path):
+    stage = ParentStage.from_block({"sweep": "p", "match": ["router", "seed"], "set": {"adapt.add": ["noise"]}})
+    parents = [{"router": r, "seed": s} for r in ("gem", "topk") for s in (0, 1)]
+    trials = [{"router": "topk", "seed": 1}, {"router": "gem", "seed": 0}]
+    links = stage.links(trials, parents, Location.parse(tmp_path))
+    assert links == {
+        0: [f"adapt.parent='{(Location.parse(tmp_path) / 'trial-003').uri}'", "adapt.add=[noise]"],
+        1: [f"adapt.parent='{(Location.parse(tmp_path) / 'trial-000').uri}'", "adapt.add=[noise]"],
+    }
+    assert stage.parent_overrides(["sweep=child", "trainer.max_steps=2"]) == ["trainer.max_steps=2", "sweep=p"]
+    with pytest.raises(ConfigError, match=r"trial 0 \{'router': 'soft', 'seed': 1\} matches 0 trials of sweep=p"):
+        stage.links([{"router": "soft", "seed": 1}], parents, Location.parse(tmp_path))
+    with pytest.raises(ConfigError, match=r"\['seed'\] are not swept"):
+        stage.links([{"router": "gem"}], parents, Location.parse(tmp_path))
+    for block, message in (
+        ({"sweep": "p", "match": []}, "sweep.parents.match"),
+        ({"sweep": "p", "match": ["seed"], "set": {"adapt.parent": "x"}}, "sweep.parents.set"),
+        ({"sweep": "p", "match": ["seed"], "sets": {}}, "sweep.parents.sets: not a key"),
+        ({"match": ["seed"]}, "sweep.parents.sweep=None"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            ParentStage.from_block(block)
+    assert ParentStage.from_block(None) is None
