@@ -11,6 +11,7 @@ from gemlab.engine.config import compose_config
 from gemlab.engine.outputs import plan_metrics, results_table, run_constants
 from gemlab.plan.planner import make_plan
 from gemlab.plan.problem import AssignmentProblem
+from gemlab.report.figures import parameter_curves
 from gemlab.report.plans import plans_table
 from gemlab.report.results import load_results
 from gemlab.results_schema import (
@@ -39,9 +40,9 @@ def test_a_plans_value_ratio_and_violations_are_rows_of_its_run():
 
 
 def test_the_plans_table_shows_every_strategy_beside_its_score(tmp_path):
-    cfg = compose_config(["experiment=tiny"])
     tables = []
     for strategy, accuracy in (("gem", 0.8), ("argmax", 0.6)):
+        cfg = compose_config(["experiment=tiny", f"plan.strategy={strategy}"])
         for seed in (0, 1):
             history = [evaluation_record(6, accuracy + seed / 100)]
             constants = plan_metrics(make_plan(PROBLEM, strategy))
@@ -49,12 +50,15 @@ def test_the_plans_table_shows_every_strategy_beside_its_score(tmp_path):
             tables.append(results_table(cfg, f"{strategy}-{seed}", history, extra, constants))
     path = tmp_path / "results.parquet"
     pq.write_table(pa.concat_tables(tables), path)
-    table = plans_table(load_results([str(path)], None))
+    frame = load_results([str(path)], None)
+    table = plans_table(frame)
     assert table.columns == ["Avg.", "plan value", "value / LP", "capacity overload", "overloaded experts"]
     cells = dict(table.rows)
-    gem = cells["gem plan.strategy=gem"]
+    assert list(cells) == ["gem", "gem:argmax"]  # the method names the strategy: no plan.strategy= again
+    gem = cells["gem"]
     assert gem["Avg."][:2] == pytest.approx(
         (0.60375, 0.00375)
     )  # 0.75 a: invert scores a / 2 and gem["overloaded experts"][0] == 0
-    argmax = cells["gem plan.strategy=argmax"]
+    argmax = cells["gem:argmax"]
     assert argmax["capacity overload"][0] == pytest.approx(0.5) and argmax["plan value"][0] == pytest.approx(1.7)
+    assert "curve-seed.png" not in {figure.file_name for figure in parameter_curves(frame)}  # seeds: the error bars

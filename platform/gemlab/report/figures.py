@@ -22,7 +22,15 @@ from pandas.api.types import is_bool_dtype
 from gemlab.files import atomic_path
 from gemlab.report.output import safe_name
 from gemlab.report.results import domains_of, last_evaluations, selected, task_metric
-from gemlab.results_schema import ADAPTABILITY, ALL_DOMAINS, CROSS_EXPERT, EXPERT_LOAD, FORGETTING, PARAM_PREFIX
+from gemlab.results_schema import (
+    ADAPTABILITY,
+    ALL_DOMAINS,
+    CROSS_EXPERT,
+    EXPERT_LOAD,
+    FORGETTING,
+    PARAM_PREFIX,
+    SWEPT_SEED,
+)
 
 
 def _pyplot():
@@ -159,7 +167,8 @@ def _numeric(values: pd.Series) -> pd.Series:
 
 
 def parameter_curves(frame: pd.DataFrame, metric: str | None = None) -> list[Figure]:
-    """Mean ``all``-domain metric (None: the task metric) against each numeric parameter that varies (λ, p, ...).
+    """Mean ``all``-domain metric (None: the task metric) against each numeric parameter that varies (λ, p, ...;
+    not the seed, which is what the error bars are over).
 
     Runs without the parameter, or with a value that is not a finite number,
     and runs whose metric is not finite (NaN: diverged, or nothing COCO could
@@ -169,7 +178,8 @@ def parameter_curves(frame: pd.DataFrame, metric: str | None = None) -> list[Fig
     metric = metric or task_metric(frame)
     last = last_evaluations(frame)
     scores = last[(last["domain"] == ALL_DOMAINS) & (last["metric"] == metric) & np.isfinite(last["value"])]
-    candidates = [c for c in frame.columns if c.startswith(PARAM_PREFIX)] + ["num_experts", "precision"]
+    swept = [c for c in frame.columns if c.startswith(PARAM_PREFIX) and c != SWEPT_SEED.name]  # seeds: no curve
+    candidates = [*swept, "num_experts", "precision"]
     figures = []
     for column in candidates:
         x = _numeric(scores[column])

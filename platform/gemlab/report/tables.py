@@ -52,19 +52,31 @@ class Table:
     decimals: int = 1
 
 
+# Swept keys the method label already names (the router, and a planner strategy other than GEM's).
+IN_METHOD_LABEL = (f"{PARAM_PREFIX}router", f"{PARAM_PREFIX}plan.strategy")
+
+
 def setting_columns(frame: pd.DataFrame, ignored: tuple[str, ...]) -> list[str]:
-    """Swept columns that tell settings apart: every ``param:`` column that varies, but the ``ignored`` ones.
+    """Swept columns that tell settings apart: every ``param:`` column that varies, but the ``ignored`` ones
+    and those the method label names already (:data:`IN_METHOD_LABEL`).
 
     Tables that show every setting instead of selecting one (leave-one-domain-out, adaptation) label
     their rows by the method and these. Raises nothing.
     """
-    params = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX) and c not in ignored)
+    skipped = (*ignored, *IN_METHOD_LABEL)
+    params = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX) and c not in skipped)
     return [c for c in params if frame[c].nunique(dropna=False) > 1]
+
+
+def _shown(value: object) -> object:
+    """A swept value as written in a label: a whole number stored as a float (``param:`` columns are) as an int."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def setting_label(method: str, keys: list[str], values: tuple) -> str:
     """A row label: the method, then ``key=value`` for each setting column (``param:`` left out)."""
-    return " ".join([method, *(f"{k.removeprefix(PARAM_PREFIX)}={v}" for k, v in zip(keys, values, strict=True))])
+    pairs = zip(keys, values, strict=True)
+    return " ".join([method, *(f"{k.removeprefix(PARAM_PREFIX)}={_shown(v)}" for k, v in pairs)])
 
 
 def _columns(picked: pd.DataFrame, metric: str) -> dict[str, tuple[str, str]]:
