@@ -151,6 +151,15 @@ def param_column(key: str) -> str:
 # A sweep over ``seed`` holds each trial's seed here too; a reader takes it as the run's seed.
 SWEPT_SEED = Column(param_column("seed"), "integer", missing_allowed=True)
 
+# A sweep's named variants (``sweep.variants``, gemlab.tune.variants): the label a trial was swept under, which a
+# report names the method by (Mixed-DINO, GEMGR-DINO: models no router name tells apart).
+VARIANT_KEY = "variant"
+SWEPT_VARIANT = Column(param_column(VARIANT_KEY), "text", missing_allowed=True)
+
+# A sweep over ``data.domains`` whose every value is one domain trains one model per domain (Single-DINO): a
+# report reads a seed's runs of one method together, as one result (gemlab.report.per_domain_models).
+SWEPT_DOMAINS = param_column("data.domains")
+
 
 def expert_metric(family: str, expert: int) -> str:
     """The metric of ``family`` (EXPERT_LOAD or CROSS_EXPERT) for one expert: ``expert_load/3``; raises nothing."""

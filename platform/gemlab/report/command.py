@@ -12,12 +12,16 @@ are refused. The per-domain table adds worst-group, macro-F1 and
 many/medium/few-shot columns where the results hold them.
 
 Writes ``per_domain.{md,tex,csv}``, ``ablation.{md,tex,csv}`` (when the
-results hold several planner strategies), ``heldout.{md,tex,csv}`` (when
+results hold several planner strategies), ``settings.{md,tex,csv}`` (when a
+swept key but the seed varies: every setting's per-domain metric, none
+selected), ``heldout.{md,tex,csv}`` (when
 runs held a domain out: its score per setting), ``adaptation.{md,tex,csv}``
 (when runs adapted a trained parent: adaptability and forgetting per setting),
 ``parameters.{md,tex,csv}`` (the parameter counts runs recorded, per
 setting), ``plans.{md,tex,csv}`` (runs that followed a plan: the mean score beside the
 plan's value, value / LP and capacity violations, per setting),
+``claims.{md,tex,csv}`` and ``claims.png`` (runs with experts: each expert's true and false positive
+rates of routing, GEM Fig. 8, as :mod:`gemlab.report.claims` defines them),
 ``heatmap-<method>.png``,
 ``cross_expert-<method>.png`` (runs with a domain → expert table) and
 ``curve-<parameter>.png`` (parameters that vary), ``adaptation.png`` (adapted
@@ -57,19 +61,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _table_texts(frame, metric: str, select: str | None) -> dict[str, str]:
     """File name → text of each table file (Markdown, LaTeX, CSV)."""
     from gemlab.report.adaptation import adaptation_table
+    from gemlab.report.claims import claims_table
     from gemlab.report.heldout import heldout_table
     from gemlab.report.parameters import parameters_table
     from gemlab.report.plans import plans_table
+    from gemlab.report.settings import settings_table
     from gemlab.report.tables import ablation_table, per_domain_table, to_csv, to_latex, to_markdown
 
     texts = {}
     tables = (
         ("per_domain", per_domain_table(frame, metric, select)),
         ("ablation", ablation_table(frame, metric, select)),
+        ("settings", settings_table(frame, metric)),  # every setting of a swept key, none selected (Table V)
         ("heldout", heldout_table(frame)),  # leave-one-domain-out runs (data.holdout): every setting, unselected
         ("adaptation", adaptation_table(frame)),  # runs adapted from a parent (adapt.parent): every setting
         ("parameters", parameters_table(frame)),  # each setting's parameter counts (moe.param_budget)
         ("plans", plans_table(frame)),  # each planned setting's score beside its plan's value and violations
+        ("claims", claims_table(frame, select)),  # each method's experts' TPR and FPR (GEM Fig. 8)
     )
     for name, table in tables:
         if table is not None:
@@ -81,7 +89,13 @@ def _table_texts(frame, metric: str, select: str | None) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     """Raises ReportError (a GemlabError) naming the file, folder or metric that stops the report."""
     from gemlab.files import write_text_atomically
-    from gemlab.report.figures import adaptation_tradeoff, cross_expert_matrices, parameter_curves, routing_heatmaps
+    from gemlab.report.figures import (
+        adaptation_tradeoff,
+        cross_expert_matrices,
+        expert_claims_figure,
+        parameter_curves,
+        routing_heatmaps,
+    )
     from gemlab.report.output import check_output_folder, destinations
     from gemlab.report.results import check_selection, load_results, task_metric, unscored_methods
 
@@ -100,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         *cross_expert_matrices(frame, args.select),
         *parameter_curves(frame, metric),
         *adaptation_tradeoff(frame),
+        *expert_claims_figure(frame, args.select),
     ]
     paths = destinations(args.out, [*texts, *(figure.file_name for figure in figures)])
     args.out.mkdir(parents=True, exist_ok=True)

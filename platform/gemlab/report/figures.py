@@ -1,4 +1,5 @@
-"""Figures as PNG: routing heatmaps, cross-expert matrices, metric-vs-parameter curves, adaptability vs forgetting.
+"""Figures as PNG: routing heatmaps, cross-expert matrices, metric-vs-parameter curves, adaptability vs forgetting,
+experts' claims (TPR against FPR).
 
 Each figure has axis labels with units, a colour bar or a legend, and a
 title that says which runs it shows; each is a pure function of the results.
@@ -20,6 +21,7 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype
 
 from gemlab.files import atomic_path
+from gemlab.report.claims import FPR, TPR, claim_points
 from gemlab.report.output import safe_name
 from gemlab.report.results import domains_of, last_evaluations, selected, task_metric
 from gemlab.results_schema import (
@@ -227,3 +229,30 @@ def adaptation_tradeoff(frame: pd.DataFrame) -> list[Figure]:
     if points.empty:
         return []
     return [Figure("adaptation.png", partial(_tradeoff, points, task_metric(frame)))]
+
+
+def _claims(points: pd.DataFrame, plt):
+    figure, axes = plt.subplots(figsize=(4.5, 4.2))
+    axes.plot([0, 1], [0, 1], color="grey", linewidth=0.5, linestyle="--")
+    for method, rows in points.groupby("method"):
+        marker = axes.scatter(rows[FPR], rows[TPR], s=14, alpha=0.45)
+        colour = marker.get_facecolor()[0]
+        axes.scatter(rows[FPR].mean(), rows[TPR].mean(), s=70, color=colour, edgecolor="black",
+                     label=_literal(f"{method} ({rows['seed'].nunique()} seeds)"))  # fmt: skip
+    axes.set_xlim(-0.02, 1.02)
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("FPR: share of other datasets' tokens the expert claims")
+    axes.set_ylabel("TPR: share of its own datasets' tokens")
+    axes.set_title("experts' claims (small: one expert of one run;\nlarge: the method's mean)", fontsize=9)
+    axes.legend(title="method", fontsize=7, loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def expert_claims_figure(frame: pd.DataFrame, select: str | None = None) -> list[Figure]:
+    """GEM Fig. 8's comparison: each expert of each selected run as a point (FPR, TPR) of its routing
+    (:mod:`gemlab.report.claims` defines both), per method; none when no run routed through experts.
+    Raises nothing."""
+    points = claim_points(frame, select)
+    points = points[np.isfinite(points[TPR]) & np.isfinite(points[FPR])]
+    return [Figure("claims.png", partial(_claims, points))] if not points.empty else []

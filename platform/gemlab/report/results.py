@@ -1,8 +1,11 @@
 """Reading results tables, and the DomainBed-style selection every table and figure starts from.
 
 A *run* is one (method, candidate, seed): a method is the router (with its
-planner strategy when that is not GEM's own), a candidate is one setting of
-the swept parameters. Each run is read at its last evaluation, as DomainBed
+planner strategy when that is not GEM's own), or the trial's named variant in
+a sweep that has them (``Mixed-DINO``, ``GEMGR-DINO``: gemlab.tune.variants);
+a candidate is one setting of the swept parameters. A seed's one-domain runs
+of a method (Single-DINO) are read as one run
+(:mod:`gemlab.report.per_domain_models`). Each run is read at its last evaluation, as DomainBed
 reads the final checkpoint. Per method, the candidate with the best mean
 ``all``-domain task metric over its seeds is selected, and its seeds give the
 mean ± std. The task metric is the one of
@@ -30,6 +33,7 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype, is_string_dtype
 
 from gemlab.errors import GemlabError
+from gemlab.report.per_domain_models import combine_per_domain_models
 from gemlab.results_schema import (
     ALL_DOMAINS,
     COLUMNS,
@@ -40,14 +44,15 @@ from gemlab.results_schema import (
     RESULTS_FILE,
     SELECTION_METRICS,
     SWEPT_SEED,
+    SWEPT_VARIANT,
     TASK_METRICS,
     Column,
 )
 from gemlab.storage import Location, StorageError
 
 RUN_KEYS = ["method", "candidate", "seed"]
-# What the reader checks: names before numbers; a swept seed's column only where a sweep wrote it.
-TEXT_COLUMNS = [c for c in COLUMNS if c.read and c.kind == "text"]
+# What the reader checks: names before numbers; a swept seed's or variant's column only where a sweep wrote it.
+TEXT_COLUMNS = [c for c in (*COLUMNS, SWEPT_VARIANT) if c.read and c.kind == "text"]
 NUMBER_COLUMNS = [c for c in (*COLUMNS, SWEPT_SEED) if c.read and c.kind != "text"]
 REQUIRED_COLUMNS = sorted(c.name for c in COLUMNS if c.read)
 
@@ -92,6 +97,14 @@ def _files_at(path: Location) -> list[Location]:
     raise ReportError(f"{path}: no such file or folder")
 
 
+def _as_written(value: object) -> object:
+    """A swept value as a sweep writes it: a list (a hand-written table's list column) as its text, so settings
+    can be told apart and grouped; anything else as it is."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    return str(value) if isinstance(value, list) else value
+
+
 def method_label(router: str, strategy: str | None) -> str:
     """The router, with its planner strategy when that is not GEM's own (``gem:random``); raises nothing."""
     return router if strategy in (None, "gem") or pd.isna(strategy) else f"{router}:{strategy}"
@@ -130,7 +143,7 @@ def _check_table(file: Location, frame: pd.DataFrame) -> None:
     missing = set(REQUIRED_COLUMNS) - set(frame.columns)
     if missing:
         raise ReportError(f"{file}: not a gemlab results table (missing columns {sorted(missing)})")
-    problems = {c.name: _text_problem(frame[c.name], c) for c in TEXT_COLUMNS}
+    problems = {c.name: _text_problem(frame[c.name], c) for c in TEXT_COLUMNS if c.name in frame}
     problems |= {c.name: _number_problem(frame[c.name], c) for c in NUMBER_COLUMNS if c.name in frame}
     for column, problem in problems.items():
         if problem:
@@ -240,8 +253,14 @@ def load_results(paths: Iterable[str | Path], metric: str | None = None) -> pd.D
     _check_task(files, frames)
     frame = pd.concat(frames, ignore_index=True)
     _check_metrics(files, frame, metric)
+    for column in (c for c in frame.columns if c.startswith(PARAM_PREFIX)):
+        frame[column] = frame[column].map(_as_written)
     frame["method"] = [method_label(r, s) for r, s in zip(frame["router"], frame["strategy"], strict=True)]
-    params = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX) and c != SWEPT_SEED.name)
+    if SWEPT_VARIANT.name in frame.columns:  # a sweep's named variant is the method it compares
+        frame["method"] = frame[SWEPT_VARIANT.name].where(frame[SWEPT_VARIANT.name].notna(), frame["method"])
+    frame = combine_per_domain_models(frame)
+    named = (SWEPT_SEED.name, SWEPT_VARIANT.name)
+    params = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX) and c not in named)
     keys = [*params, "num_experts", "precision"]
     frame["candidate"] = [
         " ".join(f"{k}={v}" for k, v in zip(keys, row, strict=True)) for row in frame[keys].itertuples(index=False)

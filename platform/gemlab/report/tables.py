@@ -32,7 +32,7 @@ import pandas as pd
 
 from gemlab.plan.strategies import STRATEGIES
 from gemlab.report.results import domains_of, selected, task_metric
-from gemlab.results_schema import ALL_DOMAINS, PARAM_PREFIX, SUMMARY_COLUMNS
+from gemlab.results_schema import ALL_DOMAINS, PARAM_PREFIX, SUMMARY_COLUMNS, SWEPT_VARIANT
 
 # Table VI's rows: the maps GEM is compared with, GEM's own, then the exact MIP it approaches.
 PAPER_STRATEGY_ORDER = ("random", "argmax", "expert_centric", "greedy", "gem", "exact")
@@ -52,8 +52,8 @@ class Table:
     decimals: int = 1
 
 
-# Swept keys the method label already names (the router, and a planner strategy other than GEM's).
-IN_METHOD_LABEL = (f"{PARAM_PREFIX}router", f"{PARAM_PREFIX}plan.strategy")
+# Swept keys the method label already names (the router, a planner strategy other than GEM's, a named variant).
+IN_METHOD_LABEL = (f"{PARAM_PREFIX}router", f"{PARAM_PREFIX}plan.strategy", SWEPT_VARIANT.name)
 
 
 def setting_columns(frame: pd.DataFrame, ignored: tuple[str, ...]) -> list[str]:
@@ -79,7 +79,7 @@ def setting_label(method: str, keys: list[str], values: tuple) -> str:
     return " ".join([method, *(f"{k.removeprefix(PARAM_PREFIX)}={_shown(v)}" for k, v in pairs)])
 
 
-def _columns(picked: pd.DataFrame, metric: str) -> dict[str, tuple[str, str]]:
+def metric_columns(picked: pd.DataFrame, metric: str) -> dict[str, tuple[str, str]]:
     """Column label -> the (domain, metric) its cells hold: each domain's ``metric``, its ``all`` value
     (``Avg.``), and each summary metric the selected rows hold a finite ``all`` value of."""
     columns = {d: (d, metric) for d in domains_of(picked[picked["metric"] == metric])} | {"Avg.": (ALL_DOMAINS, metric)}
@@ -88,7 +88,8 @@ def _columns(picked: pd.DataFrame, metric: str) -> dict[str, tuple[str, str]]:
     return columns | {label: (ALL_DOMAINS, m) for label, m in SUMMARY_COLUMNS.items() if m in held and m != metric}
 
 
-def _cells(rows: pd.DataFrame, columns: dict[str, tuple[str, str]]) -> dict[str, tuple[float, float, int]]:
+def cells_of(rows: pd.DataFrame, columns: dict[str, tuple[str, str]]) -> dict[str, tuple[float, float, int]]:
+    """Each column's mean ± std over the rows (its seeds) where it has a finite value; raises nothing."""
     cells = {}
     for column, (domain, metric) in columns.items():
         values = rows[(rows["domain"] == domain) & (rows["metric"] == metric)]["value"]
@@ -110,8 +111,8 @@ def per_domain_table(frame: pd.DataFrame, metric: str | None = None, select: str
     """
     metric = metric or task_metric(frame)
     picked = selected(frame, select)
-    columns = _columns(picked, metric)
-    rows = [(method, _cells(group, columns)) for method, group in picked.groupby("method", sort=True)]
+    columns = metric_columns(picked, metric)
+    rows = [(method, cells_of(group, columns)) for method, group in picked.groupby("method", sort=True)]
     return Table(f"per-domain {metric} (mean ± std over seeds{_selected_by(select)})", list(columns), rows)
 
 
@@ -127,9 +128,9 @@ def ablation_table(frame: pd.DataFrame, metric: str | None = None, select: str |
     metric = metric or task_metric(frame)
     gem["method"] = gem["strategy"]
     picked = selected(gem, select)
-    columns = _columns(picked, metric)
+    columns = metric_columns(picked, metric)
     order = strategy_order(set(picked["method"]))
-    rows = [(strategy, _cells(picked[picked["method"] == strategy], columns)) for strategy in order]
+    rows = [(strategy, cells_of(picked[picked["method"] == strategy], columns)) for strategy in order]
     title = f"mapping strategy ablation, {metric} (mean ± std over seeds{_selected_by(select)})"
     return Table(title, list(columns), rows)
 

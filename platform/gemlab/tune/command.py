@@ -104,19 +104,20 @@ def run(args: argparse.Namespace) -> int:
     )
     from gemlab.tune.results import collect_results
     from gemlab.tune.sweep import SweepSpec, check_trials, make_tuner, sweep_name
+    from gemlab.tune.variants import joined_links
 
     config_dir = str(Path(args.config_dir).resolve()) if args.config_dir else None
     cfg = compose_config(args.overrides, config_dir)
     spec = SweepSpec.from_config(cfg)
     sweep_dir = checked_storage(cfg) / "sweeps" / sweep_name(cfg, spec)  # the destination first, in seconds
     base = portable_overrides(list(args.overrides), cfg)
-    links = {}
+    links = spec.variant_links()
     if spec.parents is not None:  # the parent sweep first (restored when it has run), then the links to it
         parent_args = argparse.Namespace(overrides=spec.parents.parent_overrides(args.overrides), config_dir=config_dir)
         code = run(parent_args)
         if code != 0:
             return code
-        links = parent_links(spec, parent_args.overrides, config_dir)
+        links = joined_links(links, parent_links(spec, parent_args.overrides, config_dir))
     check_trials(spec, base, config_dir, links)
     generate_data(compose_config(base, config_dir))  # data made once, here
     trials = spec.trials()

@@ -102,11 +102,14 @@ def expand(space: Mapping[str, Any], search: str, num_samples: int, seed: int) -
 
 
 def _hydra_value(value: Any) -> str:
-    """``value`` in Hydra's override grammar: strings quoted unless plain, lists and mappings element by element."""
+    """``value`` in Hydra's override grammar: strings quoted unless plain, None as null, lists and mappings
+    element by element."""
     if isinstance(value, str):
         return value if re.fullmatch(r"[A-Za-z_][\w.\-]*", value) else f"'{value}'"
     if isinstance(value, bool):
         return str(value).lower()
+    if value is None:
+        return "null"
     if isinstance(value, list | tuple):
         return "[" + ",".join(_hydra_value(item) for item in value) + "]"
     if isinstance(value, Mapping):

@@ -19,16 +19,17 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from gemlab.engine.api import ConfigError, as_plain, compose_config, identity
-from gemlab.results_schema import ACCURACY
+from gemlab.results_schema import ACCURACY, VARIANT_KEY
 from gemlab.storage import Location
 from gemlab.tune.space import SpaceError, expand, override
 from gemlab.tune.stages import ParentStage
+from gemlab.tune.variants import variant_links, variants_from_block
 
 SCHEDULERS = ("asha", "fifo")
 
@@ -44,6 +45,7 @@ class SweepSpec:
     scheduler: dict[str, Any]
     max_concurrent_trials: int
     parents: ParentStage | None = None  # a sweep whose trials continue another sweep's (tune/stages.py)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> overrides (tune/variants.py)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> SweepSpec:
@@ -62,6 +64,7 @@ class SweepSpec:
             scheduler=scheduler,
             max_concurrent_trials=int(block.get("max_concurrent_trials", 1)),
             parents=ParentStage.from_block(block.get("parents")),
+            variants=variants_from_block(block.get("variants"), block.get("space") or {}),
         )
         if spec.mode not in ("max", "min"):
             raise ConfigError(f"sweep.mode={spec.mode!r}: expected max or min")
@@ -78,11 +81,17 @@ class SweepSpec:
     def trials(self) -> list[dict[str, Any]]:
         return expand(self.space, self.search, self.num_samples, self.seed)
 
+    def variant_links(self) -> dict[int, list[str]]:
+        """Each trial's overrides of its named variant (:mod:`gemlab.tune.variants`); raises nothing."""
+        return variant_links(self.trials(), self.variants)
+
 
 def trial_overrides(base: list[str], params: dict[str, Any], links: Sequence[str] = ()) -> list[str]:
-    """A trial's Hydra overrides: the sweep command's, its own values, then its links to a parent trial
-    (:mod:`gemlab.tune.stages`)."""
-    return [*base, *(override(key, value) for key, value in params.items()), *links]
+    """A trial's Hydra overrides: the sweep command's, its own values, then its links -- its variant's overrides
+    and its parent trial (:mod:`gemlab.tune.variants`, :mod:`gemlab.tune.stages`). A variant label is no
+    config key: it is swept (a ``param:`` column) but reaches the config through the links only."""
+    own = (override(key, value) for key, value in params.items() if key != VARIANT_KEY)
+    return [*base, *own, *links]
 
 
 def check_trials(
