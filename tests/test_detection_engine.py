@@ -9,7 +9,7 @@ import torch
 from gemlab.engine.config import ConfigError, as_plain, compose_config
 from gemlab.engine.data import build_mixture
 from gemlab.engine.launch import run_training
-from gemlab.engine.model import build_model, method_label, needs_plan
+from gemlab.engine.model import build_model, checkpointed_experts, method_label, needs_plan
 from gemlab.engine.outputs import write_results
 from gemlab.engine.prepare import prepare
 from gemlab.engine.tasks import task_of
@@ -77,6 +77,9 @@ def test_a_classifier_on_detection_data_is_refused_by_name(synth_uodb_dir, tmp_p
 def test_the_dense_detector_follows_no_plan_and_is_recorded_as_dense(synth_uodb_dir, tmp_path):
     cfg = _config(synth_uodb_dir, tmp_path, "model=dino")
     assert not needs_plan(cfg) and method_label(cfg) == "dense"
+    # its checkpoints hold no expert shard, whatever moe.num_experts says (else none of them would verify)
+    assert cfg.moe.num_experts == 2 and checkpointed_experts(cfg) == 0
+    assert checkpointed_experts(_config(synth_uodb_dir, tmp_path, "model=gem_dino")) == 2
     prepared = prepare(cfg)
     assert prepared.plan is None and prepared.table is None
 

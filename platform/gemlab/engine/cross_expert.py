@@ -21,7 +21,7 @@ from torch import nn
 from gemlab.engine.checkpoint import read_checkpoint
 from gemlab.engine.config import as_plain, identity_digest
 from gemlab.engine.data import build_mixture
-from gemlab.engine.model import build_model, configured_router
+from gemlab.engine.model import build_model, checkpointed_experts, configured_router
 from gemlab.engine.prepare import PLAN_FILE, plan_fingerprint, read_plan
 from gemlab.engine.resume import find_resume_point
 from gemlab.engine.tasks import task_of
@@ -87,7 +87,7 @@ def cross_expert_accuracy(cfg: DictConfig, run_dir: Location, checkpoint: Locati
         return None
     expected = {
         "plan_fingerprint": plan_fingerprint(plan),
-        "num_experts": cfg.moe.num_experts,
+        "num_experts": checkpointed_experts(cfg),
         "identity_digest": identity_digest(cfg),
     }
     with checkpoint.local_copy() as folder:

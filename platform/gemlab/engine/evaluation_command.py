@@ -251,7 +251,7 @@ def evaluate_run(
     from gemlab.engine.config import ConfigError, as_plain
     from gemlab.engine.cross_expert import forced_expert, shared_expert_only
     from gemlab.engine.data import build_mixture
-    from gemlab.engine.model import build_model
+    from gemlab.engine.model import build_model, checkpointed_experts
     from gemlab.engine.tasks import task_of
 
     if expert is not None and shared_only:
@@ -268,7 +268,7 @@ def evaluate_run(
     checkpoint = _newest_checkpoint(run_dir)
     expected = {
         "plan_fingerprint": record["plan_fingerprint"],
-        "num_experts": cfg.moe.num_experts,
+        "num_experts": checkpointed_experts(cfg),
         "identity_digest": record["identity_digest"],  # the checkpoint's: keys added since change a recomputed one
     }
     with checkpoint.local_copy() as folder:

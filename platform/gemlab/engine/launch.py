@@ -30,6 +30,7 @@ from typing import Any
 
 from gemlab.engine.config import ConfigError, as_plain, identity_digest, worker_range
 from gemlab.engine.loop import train_loop
+from gemlab.engine.model import checkpointed_experts
 from gemlab.engine.prepare import Prepared, plan_fingerprint
 
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
@@ -129,7 +130,7 @@ def make_trainer(prepared: Prepared, progress=None, callbacks: Sequence = ()):
     minimum, maximum = worker_range(cfg)
     meta = {
         "plan_fingerprint": plan_fingerprint(prepared.plan),
-        "num_experts": cfg.moe.num_experts,
+        "num_experts": checkpointed_experts(cfg),
         "identity_digest": identity_digest(cfg),
     }
     return TorchTrainer(

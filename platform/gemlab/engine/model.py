@@ -49,6 +49,13 @@ def uses_experts(cfg: Mapping) -> bool:
     return spec.uses_experts(options)
 
 
+def checkpointed_experts(cfg: Mapping) -> int:
+    """How many expert shards a checkpoint of the run holds (its meta's ``num_experts``): the configured experts,
+    or none for a model without experts (Mixed-DINO keeps ``moe.num_experts`` in its config but builds no
+    expert). Raises ConfigError as :func:`configured_model`."""
+    return int(cfg["moe"]["num_experts"]) if uses_experts(cfg) else 0
+
+
 def method_label(cfg: Mapping) -> str:
     """The method a run is recorded under: its router, or ``dense`` for a model without experts; a
     self-supervised objective's run, the objective and its heads' routing (``star-task_aware``, ``star-separate``)."""
