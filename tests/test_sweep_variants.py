@@ -10,6 +10,7 @@ import pytest
 
 from gemlab.engine.config import ConfigError, compose_config
 from gemlab.report.claims import FPR, TPR, claims_table, expert_claims
+from gemlab.report.figures import expert_claims_figure
 from gemlab.report.results import load_results
 from gemlab.report.settings import settings_table
 from gemlab.report.tables import per_domain_table
@@ -152,3 +153,8 @@ def test_the_claims_table_sets_a_plan_apart_from_a_spreading_router(tmp_path):
         (0.35, 0, 2)
     )
     assert table["SoftMoE"]["experts with a dataset"] == pytest.approx((2.0, 0.0, 2))
+
+
+def test_runs_without_experts_have_no_claims(tmp_path):
+    frame = _report(tmp_path, _rows("d", "Mixed-DINO", 0, {"a": 0.3, "b": 0.2}))
+    assert claims_table(frame) is None and expert_claims_figure(frame) == []

@@ -253,6 +253,6 @@ def expert_claims_figure(frame: pd.DataFrame, select: str | None = None) -> list
     """GEM Fig. 8's comparison: each expert of each selected run as a point (FPR, TPR) of its routing
     (:mod:`gemlab.report.claims` defines both), per method; none when no run routed through experts.
     Raises nothing."""
-    points = claim_points(frame, select)
+    points = claim_points(frame, select).astype({TPR: float, FPR: float})
     points = points[np.isfinite(points[TPR]) & np.isfinite(points[FPR])]
     return [Figure("claims.png", partial(_claims, points))] if not points.empty else []
