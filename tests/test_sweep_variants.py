@@ -10,7 +10,7 @@ import pytest
 
 from gemlab.engine.config import ConfigError, compose_config
 from gemlab.report.claims import FPR, TPR, claims_table, expert_claims
-from gemlab.report.figures import expert_claims_figure
+from gemlab.report.figures import expert_claims_figure, routing_heatmaps
 from gemlab.report.results import load_results
 from gemlab.report.settings import settings_table
 from gemlab.report.tables import per_domain_table
@@ -158,3 +158,11 @@ def test_the_claims_table_sets_a_plan_apart_from_a_spreading_router(tmp_path):
 def test_runs_without_experts_have_no_claims(tmp_path):
     frame = _report(tmp_path, _rows("d", "Mixed-DINO", 0, {"a": 0.3, "b": 0.2}))
     assert claims_table(frame) is None and expert_claims_figure(frame) == []
+
+
+def test_heatmaps_show_one_seed_because_expert_numbers_differ_between_seeds(tmp_path):
+    rows = _rows("g0", "GEM-DINO", 0, {"a": 0.3, "b": 0.3}, loads={"a": [1, 0], "b": [0, 1]})
+    rows += _rows("g1", "GEM-DINO", 1, {"a": 0.3, "b": 0.3}, loads={"a": [0, 1], "b": [1, 0]})  # the same map
+    (figure,) = routing_heatmaps(_report(tmp_path, rows))
+    values, title = figure.draw.args[2:4]
+    assert values.tolist() == [[1.0, 0.0], [0.0, 1.0]] and "seed 0" in title  # not a mean of 0.5 everywhere

@@ -97,16 +97,30 @@ def _heat(domains, experts, values, title, label, marks, plt):
     return figure
 
 
+def _first_seed(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The rows of the lowest seed, and that seed.
+
+    An expert's number means nothing across seeds: each seed's plan (its k-means++ anchors) or learned
+    router numbers the experts its own way, so a mean over seeds of a domain × expert matrix would mix
+    unrelated experts. The matrices show one seed's run; the tables average what does not depend on
+    numbering (the claims' rates, the scores).
+    """
+    seed = int(rows["seed"].min())
+    return rows[rows["seed"] == seed], seed
+
+
 def routing_heatmaps(frame: pd.DataFrame, select: str | None = None) -> list[Figure]:
     """Per method: the share of each domain's routed tokens that each expert got (last evaluation) in the
-    candidate selected by ``select`` (None: the task metric); raises nothing."""
+    selected candidate's first seed (:func:`_first_seed`), the candidate selected by ``select`` (None: the
+    task metric); raises nothing."""
     figures = []
     for method, rows in selected(frame, select).groupby("method"):
+        rows, seed = _first_seed(rows)
         loads = _family(rows, EXPERT_LOAD)
         domains, experts = domains_of(loads), sorted(set(loads["expert"]))
         if domains:
             values = _matrix(loads, domains, experts)
-            title = f"routing heatmap: {method}\n(selected runs, mean over seeds)"
+            title = f"routing heatmap: {method}\n(selected candidate, seed {seed})"
             draw = partial(_heat, domains, experts, values, title, "share of tokens", [])
             figures.append(Figure(f"heatmap-{safe_name(method)}.png", draw))
     return figures
@@ -125,13 +139,15 @@ def _routed_marks(loads: pd.DataFrame, domains: list[str], experts: list[int]) -
 
 def cross_expert_matrices(frame: pd.DataFrame, select: str | None = None) -> list[Figure]:
     """Per method whose routers can be forced: each domain's task metric through each expert, its most-routed
-    one boxed, in the candidate selected by ``select`` (None: the task metric).
+    one boxed, in the first seed (:func:`_first_seed`) of the candidate selected by ``select`` (None: the
+    task metric).
 
     The task metric (accuracy, ap) names the title and the colour bar. Raises ReportError only for results
     without a single task metric, which :func:`~gemlab.report.results.load_results` refuses.
     """
     figures = []
     for method, rows in selected(frame, select).groupby("method"):
+        rows, seed = _first_seed(rows)
         cross = _family(rows, CROSS_EXPERT)
         domains, experts = domains_of(cross), sorted(set(cross["expert"]))
         if not domains:
@@ -139,7 +155,7 @@ def cross_expert_matrices(frame: pd.DataFrame, select: str | None = None) -> lis
         values = _matrix(cross, domains, experts)
         marks = _routed_marks(_family(rows, EXPERT_LOAD), domains, experts)
         metric = task_metric(frame)
-        title = f"cross-expert {metric}: {method}\n(red box: the expert the domain is routed to)"
+        title = f"cross-expert {metric}: {method}, seed {seed}\n(red box: the expert the domain is routed to)"
         draw = partial(_heat, domains, experts, values, title, metric, marks)
         figures.append(Figure(f"cross_expert-{safe_name(method)}.png", draw))
     return figures
